@@ -1,0 +1,128 @@
+"""Settings read from the environment; their names are part of the product's interface."""
+
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from m365_update_manager.errors import SettingsError
+from m365_update_manager.logs import register_secrets
+
+DEFAULT_FEED_BASE_URL = "https://res.public.onecdn.static.microsoft/mro1cdnstorage"
+DEFAULT_ALLOWED_HOSTS = (
+    "res.public.onecdn.static.microsoft",
+    "teamsinstaller.public.onecdn.static.microsoft",
+    "officecdnmac.microsoft.com",
+    "officecdn.microsoft.com",
+)
+GIB = 1024**3
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every environment setting the two commands read, validated once at start."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False,
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+        populate_by_name=False,
+    )
+
+    feed_base_url: str = Field(DEFAULT_FEED_BASE_URL, alias="M365_FEED_BASE_URL")
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        DEFAULT_ALLOWED_HOSTS, alias="M365_ALLOWED_HOSTS"
+    )
+    apps: Annotated[tuple[str, ...], NoDecode] = Field((), alias="M365_APPS")
+    channel: str | None = Field(None, alias="M365_CHANNEL")
+    lag_days: float | None = Field(None, alias="M365_LAG_DAYS", ge=0)
+    catalog: Path | None = Field(None, alias="M365_CATALOG")
+    now: datetime | None = Field(None, alias="M365_NOW")
+    manifest: Path = Field(Path("manifest.json"), alias="M365_MANIFEST")
+    max_package_bytes: int = Field(8 * GIB, alias="M365_MAX_PACKAGE_BYTES", gt=0)
+    lock_timeout: float = Field(300.0, alias="M365_LOCK_TIMEOUT", ge=0)
+    retry_seconds: float = Field(60.0, alias="M365_RETRY_SECONDS", gt=0)
+    http_timeout: float = Field(30.0, alias="M365_HTTP_TIMEOUT", gt=0)
+    block_size: int = Field(8 * 1024 * 1024, alias="M365_BLOCK_SIZE", ge=64 * 1024)
+    upload_concurrency: int = Field(4, alias="M365_UPLOAD_CONCURRENCY", ge=1, le=32)
+
+    connection_string: SecretStr | None = Field(
+        None, alias="AZURE_STORAGE_CONNECTION_STRING"
+    )
+    account_url: str | None = Field(None, alias="AZURE_STORAGE_ACCOUNT_URL")
+    container: str = Field(
+        "m365-updates",
+        alias="AZURE_STORAGE_CONTAINER",
+        pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$",
+    )
+    store_dir: Path = Field(Path("blobstore"), alias="M365_STORE_DIR")
+
+    github_token: SecretStr | None = Field(None, alias="GITHUB_TOKEN")
+    github_repository: str | None = Field(
+        None, alias="GITHUB_REPOSITORY", pattern=r"^[\w.-]+/[\w.-]+$"
+    )
+    github_branch: str | None = Field(None, alias="GITHUB_REF_NAME")
+    github_api_url: str = Field("https://api.github.com", alias="GITHUB_API_URL")
+    github_server_url: str = Field("https://github.com", alias="GITHUB_SERVER_URL")
+    github_run_id: str | None = Field(None, alias="GITHUB_RUN_ID")
+    step_summary: Path | None = Field(None, alias="GITHUB_STEP_SUMMARY")
+
+    _split = field_validator("allowed_hosts", "apps", mode="before")(_split_commas)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _lower_hosts(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(host.lower().strip("[]") for host in hosts)
+
+    @field_validator("lag_days")
+    @classmethod
+    def _finite_lag(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number of days")
+        return value
+
+    @field_validator("now")
+    @classmethod
+    def _as_utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def clock(self) -> datetime:
+        """Return the time of this run: ``M365_NOW`` when set, else the real UTC time."""
+        return self.now or datetime.now(UTC)
+
+    def secret_values(self) -> list[str]:
+        """Return the raw secret values so that logging can mask them."""
+        secrets = [self.connection_string, self.github_token]
+        return [s.get_secret_value() for s in secrets if s is not None]
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment or raise a ``SettingsError``."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+    register_secrets(settings.secret_values())
+    return settings
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"])
+        problems.append(f"{name}: {error['msg']}")
+    return "bad setting " + "; ".join(problems) + " (fix the environment variable)"
