@@ -42,7 +42,15 @@ DEFAULT_APPS = (
     App("teams", "TEAMS21", "Microsoft Teams", "com.microsoft.teams2"),
     App("mau", "MSau04", "Microsoft AutoUpdate", "com.microsoft.autoupdate2"),
     # OneDrive's MAU feed lags its own updater on purpose: staged only when named.
-    App("onedrive", "ONDR18", "Microsoft OneDrive", "com.microsoft.OneDrive", None, None, True),
+    App(
+        "onedrive",
+        "ONDR18",
+        "Microsoft OneDrive",
+        "com.microsoft.OneDrive",
+        None,
+        None,
+        True,
+    ),
     App("defender", "WDAV00", "Microsoft Defender", "com.microsoft.wdav"),
     App("companyportal", "IMCP01", "Company Portal", "com.microsoft.CompanyPortalMac"),
     App("windowsapp", "MSRD10", "Windows App", "com.microsoft.rdc.macos"),
@@ -74,20 +82,26 @@ def load_catalog(path: Path | None) -> dict[str, App]:
 
     tables = document.get("apps", {})
     if not isinstance(tables, dict) or set(document) - {"apps"}:
-        raise SettingsError(f"M365_CATALOG {path}: only [apps.<name>] tables belong here")
+        raise SettingsError(
+            f"M365_CATALOG {path}: only [apps.<name>] tables belong here"
+        )
     for name, table in tables.items():
         _apply(catalog, path, text, name, table)
     return catalog
 
 
-def select_apps(catalog: dict[str, App], names: tuple[str, ...] | list[str]) -> list[App]:
+def select_apps(
+    catalog: dict[str, App], names: tuple[str, ...] | list[str]
+) -> list[App]:
     """Return the apps named, or every app that is not on-demand when none is named."""
     if not names:
         return [app for app in catalog.values() if not app.on_demand]
     unknown = [name for name in names if name not in catalog]
     if unknown:
         known = ", ".join(catalog)
-        raise SettingsError(f"unknown app {', '.join(unknown)}: the catalog has {known}")
+        raise SettingsError(
+            f"unknown app {', '.join(unknown)}: the catalog has {known}"
+        )
     return [catalog[name] for name in dict.fromkeys(names)]
 
 
@@ -98,12 +112,16 @@ def _read(path: Path) -> str:
         raise SettingsError(f"M365_CATALOG {path}: cannot read it ({exc})") from None
 
 
-def _apply(catalog: dict[str, App], path: Path, text: str, name: str, table: object) -> None:
+def _apply(
+    catalog: dict[str, App], path: Path, text: str, name: str, table: object
+) -> None:
     where = f"M365_CATALOG {path} line {_line_of(text, name)} [apps.{name}]"
     if not isinstance(table, dict):
         raise SettingsError(f"{where}: must be a table")
     if not APP_NAME.match(name):
-        raise SettingsError(f"{where}: a short name is lower-case letters, digits, - or _")
+        raise SettingsError(
+            f"{where}: a short name is lower-case letters, digits, - or _"
+        )
     unknown = set(table) - _KEYS
     if unknown:
         raise SettingsError(f"{where}: unknown key {', '.join(sorted(unknown))}")
@@ -123,12 +141,16 @@ def _apply(catalog: dict[str, App], path: Path, text: str, name: str, table: obj
 def _merge(base: App, table: dict[str, object]) -> App:
     app_id = _text(table.get("app_id", base.app_id), "app_id")
     if not _APP_ID.match(app_id):
-        raise ValueError(f"app_id {app_id!r} is not a MAU application id such as MSWD2019")
+        raise ValueError(
+            f"app_id {app_id!r} is not a MAU application id such as MSWD2019"
+        )
     channel = table.get("channel", base.channel)
     if channel is not None:
         channel_guid(_text(channel, "channel"))
     lag = table.get("lag_days", base.lag_days)
-    if lag is not None and (isinstance(lag, bool) or not isinstance(lag, int | float) or lag < 0):
+    if lag is not None and (
+        isinstance(lag, bool) or not isinstance(lag, int | float) or lag < 0
+    ):
         raise ValueError("lag_days must be a number of days, 0 or more")
     return replace(
         base,

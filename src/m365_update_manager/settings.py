@@ -1,6 +1,7 @@
 """Settings read from the environment; their names are part of the product's interface."""
 
 import math
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -23,7 +24,7 @@ GIB = 1024**3
 
 def _split_commas(value: object) -> object:
     if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
+        return [item for item in re.split(r"[,\s]+", value) if item]
     return value
 
 

@@ -1,0 +1,1 @@
+"""Command-line entry points: ``check_updates.py`` and ``promote.py``."""

@@ -1,0 +1,404 @@
+"""``promote.py``: promote aged builds, roll back, hold, release, show and verify."""
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+
+from m365_update_manager.audit import audit
+from m365_update_manager.catalog import APP_NAME, App, load_catalog
+from m365_update_manager.errors import M365Error, PromotionError, SettingsError
+from m365_update_manager.events import Event, EventKind
+from m365_update_manager.logs import configure_logging, redact
+from m365_update_manager.manifest import AppState, Manifest, clean_reason
+from m365_update_manager.promotion import Plan, Promoter, fast_track_plan, plan
+from m365_update_manager.reconcile import orphan_builds, repair_tiers
+from m365_update_manager.runtime import Report, Runtime, annotate_error
+from m365_update_manager.settings import load_settings
+from m365_update_manager.storage import tier_blob
+
+log = logging.getLogger("m365_update_manager")
+
+DEFAULT_LAG_DAYS = 14.0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Return the parsed command line; argparse exits 2 on bad arguments."""
+    parser = argparse.ArgumentParser(
+        prog="promote.py",
+        description="Promote staged builds that aged their lag; roll back; hold; verify.",
+    )
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--rollback", metavar="APP", help="make previous/ live again")
+    action.add_argument(
+        "--hold", metavar="APP", help="never promote APP until released"
+    )
+    action.add_argument("--release", metavar="APP", help="lift a hold on APP")
+    action.add_argument(
+        "--fast-track",
+        metavar="APP",
+        help="promote APP's newest staged build now (urgent fixes)",
+    )
+    action.add_argument(
+        "--status", action="store_true", help="show every app's tiers and due dates"
+    )
+    action.add_argument(
+        "--verify", action="store_true", help="check the store against manifest.json"
+    )
+    parser.add_argument(
+        "--reason", default="", help="why (required with --hold and --fast-track)"
+    )
+    parser.add_argument(
+        "--deep", action="store_true", help="with --verify: hash every blob's bytes"
+    )
+    parser.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="limit a scheduled promotion to this app (repeatable)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the plan; write nothing"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more detail"
+    )
+    args = parser.parse_args(argv)
+    if (args.hold or args.fast_track) and not clean_reason(args.reason):
+        parser.error("--hold and --fast-track need --reason TEXT")
+    for name in (args.rollback, args.hold, args.release, args.fast_track, *args.app):
+        if name is not None and not APP_NAME.match(name):
+            parser.error(f"{name!r} is not an app short name such as 'word'")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run promote.py; return 0 on success, 1 when something failed, 2 on bad settings."""
+    args = parse_args(argv)
+    configure_logging(args.verbose)
+    try:
+        settings = load_settings()
+        catalog = load_catalog(settings.catalog)
+        runtime = Runtime(settings, _command(args))
+        return _dispatch(runtime, catalog, args)
+    except M365Error as exc:
+        message = redact(str(exc))
+        log.error("%s", message)
+        annotate_error(message)
+        return exc.exit_code
+
+
+def _command(args: argparse.Namespace) -> str:
+    for name in ("rollback", "hold", "release", "fast_track"):
+        if getattr(args, name):
+            return name.replace("_", "-")
+    if args.status or args.verify:
+        return "status"
+    return "schedule" if os.environ.get("GITHUB_EVENT_NAME") == "schedule" else "manual"
+
+
+def _dispatch(
+    runtime: Runtime, catalog: dict[str, App], args: argparse.Namespace
+) -> int:
+    if args.status:
+        _print_status(runtime.load(), catalog, runtime)
+        return 0
+    if args.verify:
+        return _verify(runtime, deep=args.deep)
+    if args.hold or args.release:
+        return _hold_or_release(runtime, args)
+    if args.rollback or args.fast_track:
+        return _single(runtime, catalog, args)
+    return _scheduled(runtime, catalog, args)
+
+
+def _lag(
+    name: str, catalog: dict[str, App], runtime: Runtime, manifest: Manifest
+) -> float:
+    app = catalog.get(name)
+    if app is not None and app.lag_days is not None:
+        return app.lag_days
+    if runtime.settings.lag_days is not None:
+        return runtime.settings.lag_days
+    return manifest.lag_days if manifest.lag_days is not None else DEFAULT_LAG_DAYS
+
+
+def _selected(
+    manifest: Manifest, runtime: Runtime, args: argparse.Namespace
+) -> list[str]:
+    names = args.app or list(runtime.settings.apps)
+    unknown = [n for n in names if n not in manifest.apps]
+    if unknown:
+        raise SettingsError(
+            f"no recorded state for {', '.join(unknown)}; run check_updates.py first"
+        )
+    return names or sorted(manifest.apps)
+
+
+def _scheduled(
+    runtime: Runtime, catalog: dict[str, App], args: argparse.Namespace
+) -> int:
+    report = Report()
+    if args.dry_run:
+        manifest = runtime.load()
+        for name in _selected(manifest, runtime, args):
+            _log_plan(
+                plan(
+                    name,
+                    manifest.apps[name],
+                    _lag(name, catalog, runtime, manifest),
+                    runtime.now,
+                ),
+                dry_run=True,
+            )
+        return 0
+
+    with runtime.writing() as (base, work):
+        if runtime.settings.lag_days is not None:
+            work.lag_days = runtime.settings.lag_days
+        promoter = Promoter(runtime.store, runtime.now, runtime.command)
+        for name in _selected(work, runtime, args):
+            _promote_one(
+                runtime,
+                promoter,
+                name,
+                work,
+                _lag(name, catalog, runtime, work),
+                report,
+            )
+        changed = runtime.save(base, work, _message(report.events), report)
+        if changed:
+            _drop_unrecorded(runtime, work)
+    runtime.publish(report)
+    return 1 if report.failed else 0
+
+
+def _promote_one(
+    runtime: Runtime,
+    promoter: Promoter,
+    name: str,
+    work: Manifest,
+    lag: float,
+    report: Report,
+) -> None:
+    trial = work.apps[name].model_copy(deep=True)
+    try:
+        repair_tiers(runtime.store, name, trial)
+        decision = plan(name, trial, lag, runtime.now)
+        _log_plan(decision, dry_run=False)
+        report.events += _held_back_events(runtime, decision)
+        if decision.action == "promote" and decision.build is not None:
+            report.events.append(
+                promoter.promote(name, trial, decision.build, decision.reason)
+            )
+    except M365Error as exc:
+        message = redact(str(exc))
+        log.error("%s: %s", name, message)
+        annotate_error(f"{name}: {message}")
+        report.fail(name, exc, runtime.now)
+        return
+    work.apps[name] = trial
+
+
+def _held_back_events(runtime: Runtime, decision: Plan) -> list[Event]:
+    return [
+        Event(
+            EventKind.HELD,
+            decision.app,
+            None,
+            b.version,
+            runtime.now,
+            runtime.store.location(b.blob),
+            "the feed no longer offers this build (pulled, or the feed went backwards); not promoted",
+        )
+        for b in decision.pulled
+    ]
+
+
+def _single(runtime: Runtime, catalog: dict[str, App], args: argparse.Namespace) -> int:
+    name = args.rollback or args.fast_track
+    reason = clean_reason(args.reason) or (
+        "rollback" if args.rollback else "fast track"
+    )
+    report = Report()
+    if args.dry_run:
+        return _print_single_plan(runtime.load(), name, args)
+
+    with runtime.writing() as (base, work):
+        state = _state(work, name)
+        repair_tiers(runtime.store, name, state)
+        promoter = Promoter(runtime.store, runtime.now, runtime.command)
+        if args.rollback:
+            event = promoter.rollback(name, state, reason)
+        else:
+            build = fast_track_plan(name, state).build
+            assert build is not None  # noqa: S101  # fast_track_plan raises otherwise
+            event = promoter.promote(name, state, build, reason)
+        log.info(
+            "%s: %s %s -> %s",
+            name,
+            event.kind.value,
+            event.from_version or "-",
+            event.to_version,
+        )
+        report.events.append(event)
+        runtime.save(base, work, _message(report.events), report)
+        _drop_unrecorded(runtime, work)
+    runtime.publish(report)
+    return 1 if report.failed else 0
+
+
+def _print_single_plan(manifest: Manifest, name: str, args: argparse.Namespace) -> int:
+    state = _state(manifest, name)
+    if args.rollback:
+        if state.previous is None or state.live is None:
+            raise PromotionError(
+                f"{name}: there is no previous build to roll back to; nothing changed"
+            )
+        print(  # noqa: T201  # the plan is the command's output
+            f"would roll back {name}: live {state.live.version} -> {state.previous.version}, "
+            f"previous {state.previous.version} -> {state.live.version}"
+        )
+        return 0
+    build = fast_track_plan(name, state).build
+    assert build is not None  # noqa: S101
+    print(f"would fast-track {name}: live {_v(state.live)} -> {build.version}")  # noqa: T201
+    return 0
+
+
+def _hold_or_release(runtime: Runtime, args: argparse.Namespace) -> int:
+    name = args.hold or args.release
+    if args.dry_run:
+        print(f"would {'hold' if args.hold else 'release'} {name}")  # noqa: T201
+        return 0
+    with runtime.writing() as (base, work):
+        state = _state(work, name)
+        promoter = Promoter(runtime.store, runtime.now, runtime.command)
+        if args.hold:
+            promoter.hold(name, state, clean_reason(args.reason))
+        else:
+            promoter.release(name, state, clean_reason(args.reason) or "released")
+        report = Report()
+        runtime.save(base, work, f"{'Hold' if args.hold else 'Release'} {name}", report)
+    log.info("%s: %s", name, "on hold" if args.hold else "released")
+    return 1 if report.failed else 0
+
+
+def _state(manifest: Manifest, name: str) -> AppState:
+    state = manifest.apps.get(name)
+    if state is None:
+        raise PromotionError(
+            f"{name}: no recorded state; run check_updates.py first; nothing changed"
+        )
+    return state
+
+
+def _drop_unrecorded(runtime: Runtime, work: Manifest) -> None:
+    """Delete build blobs the saved state no longer records (old builds, after rotation)."""
+    for name, state in work.apps.items():
+        for orphan in orphan_builds(runtime.store, name, state):
+            log.info("%s: removing %s, older than previous", name, orphan.name)
+            runtime.store.delete(orphan.name)
+
+
+def _verify(runtime: Runtime, *, deep: bool) -> int:
+    report = audit(runtime.store, runtime.load(), deep=deep)
+    for problem in report.problems:
+        log.error("%s", problem)
+    for orphan in report.orphans:
+        log.warning("not named by the manifest: %s", orphan)
+    log.info(
+        "verified %d blobs in %s: %d problems, %d unnamed",
+        report.checked,
+        runtime.store.description,
+        len(report.problems),
+        len(report.orphans),
+    )
+    return 0 if report.ok else 1
+
+
+def _log_plan(decision: Plan, *, dry_run: bool) -> None:
+    prefix = "would promote" if dry_run else "promote"
+    if decision.action == "promote" and decision.build is not None:
+        log.info(
+            "%s: %s %s (%s)",
+            decision.app,
+            prefix,
+            decision.build.version,
+            decision.reason,
+        )
+    elif (
+        decision.action == "wait"
+        and decision.build is not None
+        and decision.due is not None
+    ):
+        log.info(
+            "%s: %s ageing, due %s",
+            decision.app,
+            decision.build.version,
+            _when(decision.due),
+        )
+    else:
+        log.info("%s: %s", decision.app, decision.reason or decision.action)
+
+
+def _print_status(
+    manifest: Manifest, catalog: dict[str, App], runtime: Runtime
+) -> None:
+    now = runtime.now
+    print(f"{'app':<14} {'staged':<28} {'live':<28} {'previous':<28} next")  # noqa: T201
+    for name, state in sorted(manifest.apps.items()):
+        decision = plan(name, state, _lag(name, catalog, runtime, manifest), now)
+        print(  # noqa: T201
+            f"{name:<14} {_aged(state.staged, 'staged_at', now):<28} "
+            f"{_aged(state.live, 'promoted_at', now):<28} "
+            f"{_aged(state.previous, 'promoted_at', now):<28} {_next(decision)}"
+        )
+
+
+def _aged(tier: object, stamp: str, now: datetime) -> str:
+    if tier is None:
+        return "-"
+    since = getattr(tier, stamp, None)
+    version = getattr(tier, "version", "?")
+    if since is None:
+        return str(version)
+    return f"{version} ({(now - since).total_seconds() / 86400:.1f} d)"
+
+
+def _next(decision: Plan) -> str:
+    if decision.action == "wait" and decision.build and decision.due:
+        return f"{decision.build.version} due {_when(decision.due)}"
+    if decision.action == "promote" and decision.build:
+        return f"{decision.build.version} due now"
+    return decision.reason or decision.action
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _v(tier: object) -> str:
+    return str(getattr(tier, "version", "-")) if tier is not None else "-"
+
+
+def _message(events: list[Event]) -> str:
+    moved = [e for e in events if e.kind in {EventKind.PROMOTED, EventKind.ROLLED_BACK}]
+    if not moved:
+        return "Record promotion state"
+    parts = [
+        f"{e.kind.value} {e.app} {e.from_version or '-'} -> {e.to_version}"
+        for e in moved
+    ]
+    return "; ".join(parts).capitalize()
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+__all__ = ["main", "run", "tier_blob"]

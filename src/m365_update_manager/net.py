@@ -1,0 +1,141 @@
+"""HTTP sessions held to the URL policy, with timeouts and bounded retries."""
+
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import stamina
+
+from m365_update_manager.errors import URLPolicyError
+
+LOOPBACK_NAMES = {"localhost"}
+USER_AGENT = "m365-update-manager"
+TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class TransientHTTPError(Exception):
+    """A failure worth retrying: connection trouble, 5xx or 429."""
+
+
+def check_url(url: str, allowed_hosts: tuple[str, ...]) -> str:
+    """Return ``url`` when the policy admits it, else raise ``URLPolicyError``.
+
+    Only https to a host in ``allowed_hosts``; plain http only to a loopback host
+    that is in the list, so that tests and local mirrors work.
+    """
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if host not in allowed_hosts:
+        raise URLPolicyError(
+            f"refused {url}: host {host or '(none)'} is not in M365_ALLOWED_HOSTS"
+        )
+    if parts.scheme == "https":
+        return url
+    if parts.scheme == "http" and _is_loopback(host):
+        return url
+    raise URLPolicyError(f"refused {url}: only https is allowed outside loopback")
+
+
+def _is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class PolicySession(requests.Session):
+    """A ``requests`` session that refuses URLs and redirects outside the policy."""
+
+    def __init__(self, allowed_hosts: tuple[str, ...], timeout: float) -> None:
+        super().__init__()
+        self.allowed_hosts = allowed_hosts
+        self.timeout = timeout
+        self.max_redirects = 5
+        self.headers["User-Agent"] = USER_AGENT
+        self.trust_env = False
+
+    def request(  # type: ignore[override]  # narrower than Session.request on purpose
+        self, method: str, url: str, **kwargs: Any
+    ) -> requests.Response:
+        """Send one request after checking its URL; a timeout is always set."""
+        check_url(url, self.allowed_hosts)
+        kwargs.setdefault("timeout", (min(self.timeout, 10.0), self.timeout))
+        return super().request(method, url, **kwargs)
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        """Check a redirect's target against the policy before it is followed."""
+        target = super().get_redirect_target(resp)
+        if target is not None:
+            absolute = requests.compat.urljoin(resp.url, target)
+            check_url(absolute, self.allowed_hosts)
+        return target
+
+
+def raise_for_transient(response: requests.Response) -> None:
+    """Raise ``TransientHTTPError`` for a status that a retry may cure."""
+    if response.status_code in TRANSIENT_STATUS:
+        response.close()
+        raise TransientHTTPError(f"HTTP {response.status_code} from {response.url}")
+
+
+RETRYABLE = (
+    TransientHTTPError,
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+
+
+@dataclass(frozen=True)
+class Document:
+    """A small response read whole: status, final URL and body."""
+
+    status: int
+    url: str
+    body: bytes
+
+
+def retry_attempts(budget_seconds: float) -> Iterator[stamina.Attempt]:
+    """Return stamina attempts for transient errors, capped at ``budget_seconds`` in all."""
+    return iter(
+        stamina.retry_context(
+            on=RETRYABLE,
+            attempts=None,
+            timeout=budget_seconds,
+            wait_initial=0.5,
+            wait_max=8.0,
+        )
+    )
+
+
+def get_document(
+    session: PolicySession, url: str, budget_seconds: float, limit: int
+) -> Document:
+    """GET a small document with retries; the body is capped at ``limit`` bytes."""
+    for attempt in retry_attempts(budget_seconds):
+        with attempt, session.get(url, stream=True) as response:
+            raise_for_transient(response)
+            body = _read_capped(response, limit)
+            return Document(response.status_code, response.url, body)
+    raise AssertionError("unreachable: stamina raises once the budget is spent")
+
+
+def _read_capped(response: requests.Response, limit: int) -> bytes:
+    body = bytearray()
+    for chunk in response.iter_content(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            response.close()
+            raise URLPolicyError(f"refused {response.url}: larger than {limit} bytes")
+    return bytes(body)
+
+
+def short_reason(exc: BaseException) -> str:
+    """Return the first line of an exception's text, for one-line error messages."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -1,0 +1,70 @@
+"""Bringing storage back in line with ``manifest.json`` after an interrupted run."""
+
+import logging
+
+from m365_update_manager.errors import StorageError
+from m365_update_manager.manifest import AppState
+from m365_update_manager.storage import TIERS, BlobInfo, BlobStore, tier_blob
+
+log = logging.getLogger(__name__)
+
+
+def repair_tiers(store: BlobStore, app: str, state: AppState) -> list[str]:
+    """Point every tier alias at the build the manifest records; return what changed.
+
+    The manifest is the record of intent: an alias that a killed run left pointing
+    elsewhere is copied again from the recorded build's immutable blob, and an alias
+    the manifest does not know is removed.
+    """
+    repaired = _restore_builds_from_aliases(store, app, state)
+    for tier in TIERS:
+        name = tier_blob(tier, app)
+        expected = getattr(state, tier)
+        found = store.info(name)
+        if expected is None:
+            if found is not None:
+                store.delete(name)
+                repaired.append(f"removed {name}, which the manifest does not record")
+            continue
+        if found is not None and found.holds(expected.version, expected.sha256):
+            continue
+        build = state.build(expected.version)
+        if build is None or not _present(
+            store.info(build.blob), build.version, build.sha256
+        ):
+            raise StorageError(
+                f"{name} should hold {expected.version} but its build blob is missing; "
+                f"run 'python promote.py --verify' and restore it"
+            )
+        store.copy(build.blob, name)
+        repaired.append(f"pointed {name} back at {expected.version}")
+    for line in repaired:
+        log.warning("%s: repaired: %s", app, line)
+    return repaired
+
+
+def _restore_builds_from_aliases(
+    store: BlobStore, app: str, state: AppState
+) -> list[str]:
+    """Fill ``builds/`` from aliases, for a store laid out before builds were kept."""
+    restored = []
+    for build in state.builds:
+        if store.info(build.blob) is not None:
+            continue
+        for tier in TIERS:
+            alias = store.info(tier_blob(tier, app))
+            if _present(alias, build.version, build.sha256):
+                store.copy(tier_blob(tier, app), build.blob)
+                restored.append(f"restored {build.blob} from {tier_blob(tier, app)}")
+                break
+    return restored
+
+
+def orphan_builds(store: BlobStore, app: str, state: AppState) -> list[BlobInfo]:
+    """Return the blobs under ``builds/<app>/`` that the manifest does not record."""
+    known = {build.blob for build in state.builds}
+    return [info for info in store.list(f"builds/{app}/") if info.name not in known]
+
+
+def _present(info: BlobInfo | None, version: str, sha256: str) -> bool:
+    return info is not None and info.holds(version, sha256)

@@ -1,0 +1,151 @@
+"""What both commands share: the store, the state file, GitHub and the report."""
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from m365_update_manager.errors import GitHubError, M365Error
+from m365_update_manager.events import Event, EventKind
+from m365_update_manager.manifest import (
+    Manifest,
+    ManifestFile,
+    merge,
+    parse_manifest_text,
+)
+from m365_update_manager.notify import (
+    GitHubNotifier,
+    Notifier,
+    PrintNotifier,
+    render_markdown,
+    write_step_summary,
+)
+from m365_update_manager.settings import Settings
+from m365_update_manager.state_sync import GitHubState
+from m365_update_manager.storage import BlobStore, open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    """What a run has to tell: events for people and whether anything failed."""
+
+    events: list[Event] = field(default_factory=list)
+    failed: bool = False
+
+    def fail(self, app: str, error: M365Error, now: datetime, where: str = "") -> None:
+        """Record one app's failure as an event; the run goes on with the others."""
+        self.failed = True
+        self.events.append(
+            Event(EventKind.FAILED, app, None, None, now, where, str(error))
+        )
+
+
+class Runtime:
+    """One run's connections: settings, store, state file, GitHub and notifier."""
+
+    def __init__(self, settings: Settings, command: str) -> None:
+        self.settings = settings
+        self.command = command
+        self.now = settings.clock()
+        self.store: BlobStore = open_store(settings)
+        self.state_file = ManifestFile(settings.manifest)
+        self.remote = GitHubState.from_settings(settings)
+        self.notifier: Notifier = (
+            GitHubNotifier.from_settings(settings) or PrintNotifier()
+        )
+        if settings.now is not None:
+            log.warning(
+                "M365_NOW is set: this run takes the time to be %s",
+                self.now.isoformat(),
+            )
+        if self.remote is None:
+            log.info(
+                "no GITHUB_TOKEN/GITHUB_REPOSITORY: the state is %s only",
+                self.state_file.path,
+            )
+
+    @property
+    def repo_path(self) -> str:
+        """Return the state file's path inside the repository."""
+        path = self.settings.manifest
+        return path.name if path.is_absolute() else path.as_posix()
+
+    def load(self) -> Manifest:
+        """Read the state: the branch head on GitHub when configured, else the file."""
+        if self.remote is None:
+            return self.state_file.load()
+        text = self.remote.fetch(self.repo_path)
+        if text is None:
+            return self.state_file.load()
+        return parse_manifest_text(text, f"{self.repo_path} on GitHub")
+
+    @contextmanager
+    def writing(self) -> Iterator[tuple[Manifest, Manifest]]:
+        """Hold the store's lock for the whole run; yield (as read, to change)."""
+        self.store.ensure_ready()
+        with self.store.lock(self.settings.lock_timeout):
+            base = self.load()
+            yield base, base.model_copy(deep=True)
+
+    def save(
+        self, base: Manifest, work: Manifest, message: str, report: Report
+    ) -> bool:
+        """Write the state when it changed: the local file first, then GitHub."""
+        if work.content() == base.content() and self.state_file.path.exists():
+            return False
+        work.last_updated = self.now
+        self.state_file.save(work)
+        if self.remote is None:
+            return True
+
+        def update(current: str | None) -> str:
+            if current is None:
+                return work.dump()
+            theirs = parse_manifest_text(current, f"{self.repo_path} on GitHub")
+            return merge(base, work, theirs).dump()
+
+        try:
+            self.remote.commit(self.repo_path, update, message)
+        except GitHubError as exc:
+            log.error("%s (the state is saved in %s)", exc, self.state_file.path)
+            report.fail("manifest.json", exc, self.now)
+        return True
+
+    def publish(self, report: Report) -> None:
+        """Tell people what happened: issues (or stdout) and the step summary."""
+        markdown = render_markdown(
+            report.events, command=self.command, run_url=self.run_url
+        )
+        try:
+            write_step_summary(self.settings.step_summary, markdown)
+        except GitHubError as exc:
+            log.error("%s", exc)
+            report.failed = True
+        if not report.events:
+            return
+        try:
+            self.notifier.publish(
+                report.events, command=self.command, run_url=self.run_url
+            )
+        except GitHubError as exc:
+            log.error("notification failed: %s", exc)
+            report.failed = True
+
+    @property
+    def run_url(self) -> str | None:
+        """Return the link to this workflow run, when running in GitHub Actions."""
+        run_id = self.settings.github_run_id
+        repository = self.settings.github_repository
+        if not run_id or not repository:
+            return None
+        return f"{self.settings.github_server_url}/{repository}/actions/runs/{run_id}"
+
+
+def annotate_error(message: str) -> None:
+    """Print a GitHub Actions error annotation when running in Actions."""
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        print(f"::error::{message}")  # noqa: T201  # the workflow command protocol is stdout
