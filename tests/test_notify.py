@@ -378,7 +378,7 @@ def test_publish_lost_answer_to_issue_creation_opens_no_second_issue(
 ) -> None:
     github.lose_next_issue_answer = True
 
-    with stamina.set_testing(True, attempts=2):
+    with stamina.set_testing(True, attempts=2, cap=True):
         notifier().publish(STAGED, command="check", run_url=None)
 
     assert len(posts(mock, "/issues")) == 1

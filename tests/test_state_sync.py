@@ -142,7 +142,7 @@ def test_fetch_after_502_retries_and_returns_text(
     github.get(CONTENTS, status=502, json={"message": "Server Error"})
     github.get(CONTENTS, json=file_answer(OLD, "blob-1"))
 
-    with stamina.set_testing(True, attempts=3):
+    with stamina.set_testing(True, attempts=3, cap=True):
         text = make_state().fetch("manifest.json")
 
     assert text == OLD
@@ -338,7 +338,10 @@ def test_commit_5xx_is_retried_then_raises_github_error(
     github.get(CONTENTS, json=file_answer(OLD, "blob-1"))
     github.put(CONTENTS, status=503, json={"message": "Unavailable"})
 
-    with stamina.set_testing(True, attempts=3), pytest.raises(GitHubError) as caught:
+    with (
+        stamina.set_testing(True, attempts=3, cap=True),
+        pytest.raises(GitHubError) as caught,
+    ):
         make_state().commit("manifest.json", add_excel, "Stage")
 
     assert len(put_bodies(github)) == 3

@@ -49,5 +49,7 @@ def configure_logging(verbosity: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     quiet = logging.DEBUG if verbosity >= 2 else logging.WARNING
-    for noisy in ("azure", "urllib3", "github", "stamina"):
+    for noisy in ("azure", "urllib3", "github"):
         logging.getLogger(noisy).setLevel(quiet)
+    # stamina's own WARNING names no URL; the product logs each retry itself.
+    logging.getLogger("stamina").setLevel(logging.ERROR)

@@ -1,6 +1,7 @@
 """HTTP sessions held to the URL policy, with timeouts and bounded retries."""
 
 import ipaddress
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,8 @@ import requests
 import stamina
 
 from m365_update_manager.errors import URLPolicyError
+
+log = logging.getLogger(__name__)
 
 LOOPBACK_NAMES = {"localhost"}
 USER_AGENT = "m365-update-manager"
@@ -111,6 +114,12 @@ def retry_attempts(budget_seconds: float) -> Iterator[stamina.Attempt]:
             wait_max=8.0,
         )
     )
+
+
+def log_retry(url: str, number: int) -> None:
+    """Log a retry at WARNING, naming the URL (the first attempt is not a retry)."""
+    if number > 1:
+        log.warning("retrying %s (attempt %d)", url, number)
 
 
 def get_document(

@@ -91,12 +91,11 @@ def _refusal(exc: GithubException, permission: str) -> str:
         403: f"give the token `{permission}` permission on the repository",
         404: "check GITHUB_REPOSITORY, the branch, and that the token can see them",
     }
+    if exc.status >= 500:
+        later = "re-run later (https://www.githubstatus.com)"
+        return f"GitHub failed ({said}); GitHub is having trouble, {later}"
     hint = hints.get(exc.status)
-    if hint is None and exc.status >= 500:
-        hint = "GitHub is having trouble; re-run later (https://www.githubstatus.com)"
-    if hint is None:
-        return f"GitHub refused ({said})"
-    return f"GitHub refused ({said}); {hint}"
+    return f"GitHub refused ({said}); {hint}" if hint else f"GitHub refused ({said})"
 
 
 def github_message(exc: GithubException) -> str:

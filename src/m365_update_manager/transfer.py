@@ -17,6 +17,7 @@ from m365_update_manager.net import (
     PolicySession,
     TransientHTTPError,
     raise_for_transient,
+    log_retry,
     retry_attempts,
     short_reason,
 )
@@ -97,6 +98,7 @@ class Transfer:
         progress = _Progress()
         try:
             for attempt in retry_attempts(self.retry_seconds):
+                log_retry(url, attempt.num)
                 with attempt:
                     self._attempt(url, writer, progress, size_hint)
         except (requests.RequestException, TransientHTTPError) as exc:
