@@ -118,7 +118,7 @@ class Transfer:
         with self.session.get(url, stream=True, headers=headers) as response:
             raise_for_transient(response)
             self._accept(url, response, writer, progress, size_hint)
-            for chunk in response.iter_content(CHUNK):
+            for chunk in response.iter_content(min(CHUNK, self.block_size)):
                 self._take(url, chunk, writer, progress)
         if progress.received < (progress.total or 0):
             raise TransientHTTPError(
