@@ -3,6 +3,7 @@
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,11 +21,14 @@ def _blob_bytes(name: str) -> bytes:
     return b"".join(store.read(name))
 
 
-def _manifest(tmp_path: Path) -> dict:  # type: ignore[type-arg]
-    return json.loads((tmp_path / "manifest.json").read_text())
+def _manifest(tmp_path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((tmp_path / "manifest.json").read_text())
+    return data
 
 
-def test_check_stages_every_default_app_and_verifies(feeds: Feeds, store_kind: str, tmp_path: Path) -> None:
+def test_check_stages_every_default_app_and_verifies(
+    feeds: Feeds, store_kind: str, tmp_path: Path
+) -> None:
     assert main([]) == 0
 
     manifest = _manifest(tmp_path)
@@ -37,7 +41,11 @@ def test_check_stages_every_default_app_and_verifies(feeds: Feeds, store_kind: s
         build = manifest["apps"][app]["builds"][0]
         assert build["blob"].startswith(f"builds/{app}/{package.version}/")
         assert _blob_bytes(build["blob"]) == package.body
-    assert audit(open_store(load_settings()), ManifestFile(tmp_path / "manifest.json").load(), deep=True).ok
+    assert audit(
+        open_store(load_settings()),
+        ManifestFile(tmp_path / "manifest.json").load(),
+        deep=True,
+    ).ok
 
 
 def test_check_second_run_makes_one_small_request_per_app_and_writes_nothing(
@@ -68,22 +76,32 @@ def test_check_truncated_download_leaves_no_blob_and_stages_the_others(
     assert store.info("staged/word.pkg") is None
     manifest = _manifest(tmp_path)
     assert "word" not in manifest["apps"]
-    assert manifest["apps"]["excel"]["staged"]["sha256"] == feeds.packages["excel"].sha256
+    assert (
+        manifest["apps"]["excel"]["staged"]["sha256"] == feeds.packages["excel"].sha256
+    )
 
 
-def test_check_interrupted_download_resumes_with_range(feeds: Feeds, store_kind: str, tmp_path: Path) -> None:
+def test_check_interrupted_download_resumes_with_range(
+    feeds: Feeds, store_kind: str, tmp_path: Path
+) -> None:
     mau = feeds.packages["mau"]
     feeds.cdn.fault(mau.path, cut_after(70_000))
 
     assert main(["--app", "mau"]) == 0
 
-    ranges = [h.get("Range") for p, h in zip(feeds.cdn.state.requests, feeds.cdn.state.headers, strict=True) if p == mau.path]
+    ranges = [
+        h.get("Range")
+        for p, h in zip(feeds.cdn.state.requests, feeds.cdn.state.headers, strict=True)
+        if p == mau.path
+    ]
     # Bytes of the read that broke are lost; the resume starts after the last whole read.
     assert ranges == [None, "bytes=65536-"]
     assert _blob_bytes("staged/mau.pkg") == mau.body
 
 
-def test_check_server_error_then_success_is_retried(feeds: Feeds, tmp_path: Path) -> None:
+def test_check_server_error_then_success_is_retried(
+    feeds: Feeds, tmp_path: Path
+) -> None:
     mau = feeds.packages["mau"]
     feeds.cdn.fault(mau.path, status(503), status(429))
 
@@ -104,7 +122,9 @@ def test_check_unknown_app_is_a_settings_error(feeds: Feeds) -> None:
     assert main(["--app", "wordperfect"]) == 2
 
 
-def test_check_apps_setting_limits_the_run(feeds: Feeds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_check_apps_setting_limits_the_run(
+    feeds: Feeds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("M365_APPS", "mau, teams")
 
     assert main([]) == 0
@@ -112,7 +132,9 @@ def test_check_apps_setting_limits_the_run(feeds: Feeds, monkeypatch: pytest.Mon
     assert set(_manifest(tmp_path)["apps"]) == {"mau", "teams"}
 
 
-def test_check_app_flag_wins_over_apps_setting(feeds: Feeds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_check_app_flag_wins_over_apps_setting(
+    feeds: Feeds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("M365_APPS", "mau,teams")
 
     assert main(["--app", "defender"]) == 0

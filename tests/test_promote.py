@@ -3,6 +3,7 @@
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,17 +22,27 @@ def _at(monkeypatch: pytest.MonkeyPatch, moment: datetime) -> None:
     monkeypatch.setenv("M365_NOW", moment.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
-def _state(tmp_path: Path, app: str = "word") -> dict:  # type: ignore[type-arg]
-    return json.loads((tmp_path / "manifest.json").read_text())["apps"][app]
+def _state(tmp_path: Path, app: str = "word") -> dict[str, Any]:
+    state: dict[str, Any] = json.loads((tmp_path / "manifest.json").read_text())[
+        "apps"
+    ][app]
+    return state
 
 
 def _versions(tmp_path: Path, app: str = "word") -> tuple[str | None, ...]:
     state = _state(tmp_path, app)
-    return tuple(None if state[t] is None else state[t]["version"] for t in ("staged", "live", "previous"))
+    return tuple(
+        None if state[t] is None else state[t]["version"]
+        for t in ("staged", "live", "previous")
+    )
 
 
 def _verified(tmp_path: Path) -> None:
-    report = audit(open_store(load_settings()), ManifestFile(tmp_path / "manifest.json").load(), deep=True)
+    report = audit(
+        open_store(load_settings()),
+        ManifestFile(tmp_path / "manifest.json").load(),
+        deep=True,
+    )
     assert report.problems == []
     assert report.orphans == []
 
@@ -40,7 +51,9 @@ def publish(feeds: Feeds, app: str, app_id: str, old: str, new: str) -> bytes:
     """Make the local feed offer ``new`` instead of ``old`` with a new package body."""
     for suffix in (".xml", "-chk.xml"):
         path = feeds.feed_path(app_id, suffix)
-        feeds.cdn.add(path, feeds.cdn.state.files[path].replace(old.encode(), new.encode()))
+        feeds.cdn.add(
+            path, feeds.cdn.state.files[path].replace(old.encode(), new.encode())
+        )
     body = package_body(app + new, 120_000)
     original = feeds.packages[app]
     feeds.cdn.add(original.path.replace(original.version, new), body)
@@ -80,7 +93,9 @@ def test_promote_state_machine_keeps_storage_and_manifest_in_step(
     assert promote(["--rollback", "word"]) == 0
 
     assert promote([]) == 0
-    assert _versions(tmp_path) == (None, v1, v2), "a rolled-back build is not promoted again on schedule"
+    assert _versions(tmp_path) == (None, v1, v2), (
+        "a rolled-back build is not promoted again on schedule"
+    )
     live = b"".join(open_store(load_settings()).read("live/word.pkg"))
     assert live == feeds.packages["word"].body
     _verified(tmp_path)
@@ -107,7 +122,9 @@ def test_promote_new_build_mid_lag_does_not_starve_live(
     _verified(tmp_path)
 
 
-@pytest.mark.parametrize("tz", ["UTC", "America/Los_Angeles", "Asia/Kolkata", "Pacific/Kiritimati"])
+@pytest.mark.parametrize(
+    "tz", ["UTC", "America/Los_Angeles", "Asia/Kolkata", "Pacific/Kiritimati"]
+)
 @pytest.mark.parametrize(
     ("lag", "offset", "promoted"),
     [
@@ -118,10 +135,23 @@ def test_promote_new_build_mid_lag_does_not_starve_live(
         (0.5, timedelta(0), True),
         (2.25, timedelta(minutes=1), True),
     ],
-    ids=["14d-minus-1m", "14d-exact", "14d-plus-1m", "half-day-minus-1m", "half-day-exact", "2.25d-plus-1m"],
+    ids=[
+        "14d-minus-1m",
+        "14d-exact",
+        "14d-plus-1m",
+        "half-day-minus-1m",
+        "half-day-exact",
+        "2.25d-plus-1m",
+    ],
 )
 def test_promote_lag_boundary_in_any_time_zone(
-    feeds: Feeds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tz: str, lag: float, offset: timedelta, promoted: bool
+    feeds: Feeds,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    tz: str,
+    lag: float,
+    offset: timedelta,
+    promoted: bool,
 ) -> None:
     monkeypatch.setenv("TZ", tz)
     monkeypatch.setenv("M365_LAG_DAYS", str(lag))
@@ -134,7 +164,9 @@ def test_promote_lag_boundary_in_any_time_zone(
     assert (live is not None) is promoted
 
 
-def test_promote_hold_blocks_and_release_resumes(feeds: Feeds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_promote_hold_blocks_and_release_resumes(
+    feeds: Feeds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     _stage(monkeypatch, T0)
     assert promote(["--hold", "word", "--reason", "waiting for a fix"]) == 0
     _at(monkeypatch, T0 + timedelta(days=20))
@@ -146,7 +178,12 @@ def test_promote_hold_blocks_and_release_resumes(feeds: Feeds, monkeypatch: pyte
 
     state = _state(tmp_path)
     assert state["live"]["version"] == feeds.packages["word"].version
-    assert [h["action"] for h in state["history"]] == ["staged", "held", "released", "promoted"]
+    assert [h["action"] for h in state["history"]] == [
+        "staged",
+        "held",
+        "released",
+        "promoted",
+    ]
 
 
 def test_promote_fast_track_promotes_now_and_records_why(
@@ -181,7 +218,10 @@ def test_rollback_without_previous_refuses_and_changes_nothing(
 
 
 def test_promote_build_pulled_from_feed_is_held_back_with_exit_zero(
-    feeds: Feeds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    feeds: Feeds,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     v1 = feeds.packages["word"].version
     v2 = "16.113.26090110"
@@ -193,13 +233,17 @@ def test_promote_build_pulled_from_feed_is_held_back_with_exit_zero(
     _at(monkeypatch, T0 + timedelta(days=15))
     assert promote([]) == 0
 
-    assert _state(tmp_path)["live"]["version"] == v1, "the build the feed still offers may go"
+    assert _state(tmp_path)["live"]["version"] == v1, (
+        "the build the feed still offers may go"
+    )
     out = capsys.readouterr().out
     assert "Held back" in out or "held-back" in out
     assert v2 in out
 
 
-def test_promote_dry_run_writes_nothing(feeds: Feeds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_promote_dry_run_writes_nothing(
+    feeds: Feeds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     _stage(monkeypatch, T0)
     before = (tmp_path / "manifest.json").read_text()
     _at(monkeypatch, T0 + timedelta(days=15))
@@ -224,7 +268,9 @@ def test_status_shows_versions_and_due_date(
     assert "due 2026-09-15 06:00 UTC" in out
 
 
-def test_verify_reports_a_blob_that_differs(feeds: Feeds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_verify_reports_a_blob_that_differs(
+    feeds: Feeds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     _stage(monkeypatch, T0)
     assert promote(["--verify", "--deep"]) == 0
     (tmp_path / "blobstore" / "staged" / "word.pkg").write_bytes(b"tampered")

@@ -14,7 +14,9 @@ from m365_update_manager.store_azure import AzureBlobStore
 class FakeBlob:
     """Records calls; answers properties from a script of copy states."""
 
-    def __init__(self, name: str, copy_states: list[str] | None = None, from_url: bool = True) -> None:
+    def __init__(
+        self, name: str, copy_states: list[str] | None = None, from_url: bool = True
+    ) -> None:
         self.blob_name = name
         self.url = f"https://acct.blob.core.windows.net/c/{name}"
         self.account_name = "acct"
@@ -28,7 +30,9 @@ class FakeBlob:
         state = self.copy_states.pop(0) if self.copy_states else "success"
         self.calls.append(("props", state))
         return SimpleNamespace(
-            size=self.size, metadata={"version": "1.0", "sha256": "a" * 64}, copy=SimpleNamespace(status=state)
+            size=self.size,
+            metadata={"version": "1.0", "sha256": "a" * 64},
+            copy=SimpleNamespace(status=state),
         )
 
     def start_copy_from_url(self, url: str) -> dict[str, str]:
@@ -38,9 +42,11 @@ class FakeBlob:
     def stage_block_from_url(self, block_id: str, url: str, **kwargs: Any) -> None:
         if not self.from_url:
             error = HttpResponseError(message="Current API is not implemented yet.")
-            error.error_code = "APINotImplemented"
+            error.error_code = "APINotImplemented"  # type: ignore[attr-defined]  # set by the SDK's parser
             raise error
-        self.calls.append(("stage_from_url", (kwargs["source_offset"], kwargs["source_length"])))
+        self.calls.append(
+            ("stage_from_url", (kwargs["source_offset"], kwargs["source_length"]))
+        )
 
     def commit_block_list(self, blocks: list[Any], **kwargs: Any) -> None:
         self.calls.append(("commit", len(blocks)))
@@ -64,7 +70,10 @@ class FakeContainer:
 
 def _store(blobs: dict[str, FakeBlob]) -> AzureBlobStore:
     credential = SimpleNamespace(account_key="a2V5")
-    return AzureBlobStore(FakeContainer(blobs), block_size=1024, concurrency=2, credential=credential)  # type: ignore[arg-type]
+    container: Any = FakeContainer(blobs)
+    return AzureBlobStore(
+        container, block_size=1024, concurrency=2, credential=credential
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +88,11 @@ def test_copy_stages_blocks_from_url_and_commits_once() -> None:
     store.copy(source.blob_name, live.blob_name)
 
     staged = [c for c in live.calls if c[0] == "stage_from_url"]
-    assert [offset for offset, _ in (c[1] for c in staged)] == [0, 256 * 1024 * 1024, 512 * 1024 * 1024]
+    assert [offset for offset, _ in (c[1] for c in staged)] == [
+        0,
+        256 * 1024 * 1024,
+        512 * 1024 * 1024,
+    ]
     assert sum(length for _, length in (c[1] for c in staged)) == source.size
     assert ("commit", 3) in live.calls
     assert not any(c[0] == "start_copy" for c in live.calls)
@@ -87,12 +100,20 @@ def test_copy_stages_blocks_from_url_and_commits_once() -> None:
 
 def test_copy_blob_reported_pending_is_waited_on_until_success() -> None:
     source = FakeBlob("builds/word/1.0/Word.pkg")
-    live = FakeBlob("live/word.pkg", ["pending", "pending", "pending", "success", "success"], from_url=False)
+    live = FakeBlob(
+        "live/word.pkg",
+        ["pending", "pending", "pending", "success", "success"],
+        from_url=False,
+    )
     store = _store({source.blob_name: source, live.blob_name: live})
 
     store.copy(source.blob_name, live.blob_name)
 
-    assert [state for name, state in live.calls if name == "props"][:3] == ["pending", "pending", "success"]
+    assert [state for name, state in live.calls if name == "props"][:3] == [
+        "pending",
+        "pending",
+        "success",
+    ]
     assert ("delete", None) not in source.calls
 
 

@@ -28,10 +28,10 @@ class CDNHandler(BaseHTTPRequestHandler):
     state: CDNState
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002  # stdlib's name
+    def log_message(self, format: str, *args: object) -> None:  # stdlib's name
         """Stay quiet."""
 
-    def do_GET(self) -> None:  # noqa: N802  # stdlib's name
+    def do_GET(self) -> None:  # stdlib's name
         """Answer one GET."""
         path = self.path.split("?", 1)[0]
         with self.state.lock:
@@ -57,7 +57,14 @@ class CDNHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def send_file(self, path: str, body: bytes, *, limit: int | None = None, declared: int | None = None) -> None:
+    def send_file(
+        self,
+        path: str,
+        body: bytes,
+        *,
+        limit: int | None = None,
+        declared: int | None = None,
+    ) -> None:
         """Send ``body`` (or the requested range), optionally cut after ``limit`` bytes."""
         start, status = 0, 200
         match = re.match(r"bytes=(\d+)-$", self.headers.get("Range", ""))
@@ -69,9 +76,13 @@ class CDNHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("ETag", etag)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(declared if declared is not None else len(part)))
+        self.send_header(
+            "Content-Length", str(declared if declared is not None else len(part))
+        )
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            self.send_header(
+                "Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}"
+            )
         self.end_headers()
         out = part if limit is None else part[:limit]
         self._write(out)
