@@ -21,9 +21,16 @@ REAL_HOSTS = re.compile(
     rb"https://(res\.public\.onecdn\.static\.microsoft|teamsinstaller\.public\.onecdn\.static\.microsoft)"
 )
 DEFAULT_APPS = {
-    "word": "MSWD2019", "excel": "XCEL2019", "powerpoint": "PPT32019", "outlook": "OPIM2019",
-    "onenote": "ONMC2019", "teams": "TEAMS21", "mau": "MSau04", "defender": "WDAV00",
-    "companyportal": "IMCP01", "windowsapp": "MSRD10",
+    "word": "MSWD2019",
+    "excel": "XCEL2019",
+    "powerpoint": "PPT32019",
+    "outlook": "OPIM2019",
+    "onenote": "ONMC2019",
+    "teams": "TEAMS21",
+    "mau": "MSau04",
+    "defender": "WDAV00",
+    "companyportal": "IMCP01",
+    "windowsapp": "MSRD10",
 }
 
 
@@ -93,7 +100,9 @@ def feeds(cdn: CDN, monkeypatch: pytest.MonkeyPatch) -> Feeds:
         data = REAL_HOSTS.sub(lambda m: local + b"/" + m.group(1), path.read_bytes())
         cdn.add(f"/mro1cdnstorage/{CURRENT}/MacAutoupdate/{path.name}", data)
     for app, app_id in DEFAULT_APPS.items():
-        manifest = cdn.state.files[f"/mro1cdnstorage/{CURRENT}/MacAutoupdate/0409{app_id}.xml"]
+        manifest = cdn.state.files[
+            f"/mro1cdnstorage/{CURRENT}/MacAutoupdate/0409{app_id}.xml"
+        ]
         packages[app] = _package_for(cdn, app, manifest)
     monkeypatch.setenv("M365_FEED_BASE_URL", cdn.url("/mro1cdnstorage"))
     monkeypatch.setenv("M365_ALLOWED_HOSTS", "127.0.0.1")
@@ -115,7 +124,9 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     """One Azurite for the session (``azurite-blob`` must be installed)."""
     command = find_azurite()
     if command is None:
-        pytest.fail("azurite-blob is not installed: run .ci/run or 'npm install azurite@3.35.0'")
+        pytest.fail(
+            "azurite-blob is not installed: run .ci/run or 'npm install azurite@3.35.0'"
+        )
     server = Azurite(command, tmp_path_factory.mktemp("azurite") / "azurite.log")
     yield server
     server.stop()

@@ -34,23 +34,37 @@ class Azurite:
         self.log_path = log_path
         self.log = log_path.open("w")
         self.process = subprocess.Popen(
-            [command, "--blobHost", "127.0.0.1", "--blobPort", "0", "--inMemoryPersistence",
-             "--disableTelemetry", "--skipApiVersionCheck", "--loose"],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                command,
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                "0",
+                "--inMemoryPersistence",
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+                "--loose",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         self.port = self._wait_for_port()
 
     def _wait_for_port(self) -> int:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            match = re.search(r"listens on http://127\.0\.0\.1:(\d+)", self.log_path.read_text())
+            match = re.search(
+                r"listens on http://127\.0\.0\.1:(\d+)", self.log_path.read_text()
+            )
             if match:
                 return int(match.group(1))
             if self.process.poll() is not None:
                 break
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"Azurite did not start: {self.log_path.read_text()[-2000:]}")
+        raise RuntimeError(
+            f"Azurite did not start: {self.log_path.read_text()[-2000:]}"
+        )
 
     @property
     def connection_string(self) -> str:
