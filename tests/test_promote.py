@@ -276,3 +276,32 @@ def test_verify_reports_a_blob_that_differs(
     (tmp_path / "blobstore" / "staged" / "word.pkg").write_bytes(b"tampered")
 
     assert promote(["--verify"]) == 1
+
+
+def test_promote_copies_server_side_and_downloads_nothing(
+    feeds: Feeds, store_kind: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _stage(monkeypatch, T0)
+    feeds.cdn.reset_counters()
+    store_type = type(open_store(load_settings()))
+    copies: list[tuple[str, str]] = []
+    real_copy = store_type.copy
+
+    def record_copy(self: Any, source: str, destination: str) -> Any:
+        copies.append((source, destination))
+        return real_copy(self, source, destination)
+
+    def no_read(self: Any, name: str) -> Any:
+        raise AssertionError(f"promotion read {name} through this machine")
+
+    monkeypatch.setattr(store_type, "copy", record_copy)
+    monkeypatch.setattr(store_type, "read", no_read)
+    monkeypatch.setattr(store_type, "writer", no_read)
+    _at(monkeypatch, T0 + timedelta(days=14))
+
+    assert promote([]) == 0
+
+    assert feeds.cdn.state.requests == []
+    build = _state(tmp_path)["live"]
+    assert copies == [(_state(tmp_path)["builds"][0]["blob"], "live/word.pkg")]
+    assert build["version"] == feeds.packages["word"].version

@@ -33,6 +33,9 @@ DELTA_MARKERS = ("_to_", "Delta", "BinaryDelta")
 NO_CHK_STATUS = frozenset({400, 404})
 LOCALE = "0409"  # en-US; every MAU tool uses it
 
+# How a full-package candidate ranks among those of the same build (see parse_manifest).
+Rank = tuple[int, tuple[int, ...], str]
+
 
 @dataclass(frozen=True)
 class FeedPackage:
@@ -56,7 +59,8 @@ class FeedPackage:
 def version_key(version: str) -> tuple[int, ...]:
     """Return a build number as a tuple of integers, for comparing builds."""
     parts = version.strip().split(".")
-    if not all(part.isdigit() for part in parts):
+    # str.isdigit() also admits non-ASCII digits such as "١" or "²": builds are ASCII.
+    if not all(part.isascii() and part.isdigit() for part in parts):
         raise ValueError(f"{version!r} is not a build number such as 16.112.26081720")
     return tuple(int(part) for part in parts)
 
@@ -79,12 +83,18 @@ def load_plist(data: bytes, source: str) -> object:
         defusedxml.ElementTree.fromstring(data)
     except defusedxml.DefusedXmlException as exc:
         raise FeedError(f"{source}: refused, the XML declares {_what(exc)}") from None
-    except ParseError as exc:
+    except (ParseError, LookupError) as exc:  # LookupError: an unknown encoding
         raise FeedError(f"{source}: malformed XML ({exc})") from None
 
     try:
         return plistlib.loads(data, fmt=plistlib.FMT_XML)
-    except (plistlib.InvalidFileException, ValueError, ExpatError, TypeError) as exc:
+    except (
+        plistlib.InvalidFileException,
+        ValueError,
+        ExpatError,
+        TypeError,
+        AttributeError,  # plistlib's <date> parser on a value that is not a date
+    ) as exc:
         raise FeedError(f"{source}: not a property list ({exc})") from None
 
 
@@ -113,7 +123,8 @@ def parse_manifest(data: bytes, source: str) -> FeedPackage:
 
     Chosen by meaning, never by position: the full package is the ``Location`` of a
     dict without ``Baseline Version``, or the ``FullUpdaterLocation`` of a delta dict.
-    Raises ``FeedError`` when there is none or when it looks like a delta.
+    Raises ``FeedError`` when there is none, or when any full package offered for
+    the newest build looks like a delta or is not a ``.pkg``.
     """
     document = _strip(load_plist(data, source))
     if isinstance(document, dict):
@@ -124,21 +135,53 @@ def parse_manifest(data: bytes, source: str) -> FeedPackage:
     candidates = [c for entry in document for c in _full_candidates(entry, source)]
     if not candidates:
         raise FeedError(f"{source}: no full package in the manifest (only deltas?)")
-    newest = max(candidates, key=lambda c: version_key(c.version))
-    return _validated(newest, source)
+    top = max(version_key(package.version) for _, package in candidates)
+    newest = [(rank, p) for rank, p in candidates if version_key(p.version) == top]
+    for _, package in newest:
+        _validated(package, source)
+    chosen = max(newest, key=lambda candidate: candidate[0])[1]
+    if len({package.url for _, package in newest}) > 1:
+        log.warning(
+            "%s: the dicts of %s name different full packages; taking %s",
+            source,
+            chosen.version,
+            chosen.url,
+        )
+    return chosen
 
 
-def _full_candidates(entry: dict[str, object], source: str) -> list[FeedPackage]:
+def _full_candidates(
+    entry: dict[str, object], source: str
+) -> list[tuple[Rank, FeedPackage]]:
+    """Return the entry's full packages, each with a rank that ignores dict order.
+
+    The full dict's own ``Location`` ranks above a delta dict's
+    ``FullUpdaterLocation``; among delta dicts the newest baseline ranks first, so
+    that the chosen package (and its ``extra``) never depends on position.
+    """
     version = entry.get("Update Version")
+    if isinstance(version, int) and not isinstance(version, bool):
+        version = str(version)
     if not isinstance(version, str):
         return []
     version = _checked_version(version, source)
+    baseline = entry.get("Baseline Version")
     urls = []
-    if "Baseline Version" not in entry and isinstance(entry.get("Location"), str):
-        urls.append(str(entry["Location"]))
+    if baseline is None and isinstance(entry.get("Location"), str):
+        urls.append((1, str(entry["Location"])))
     if isinstance(entry.get("FullUpdaterLocation"), str):
-        urls.append(str(entry["FullUpdaterLocation"]))
-    return [_package(entry, version, url) for url in urls]
+        urls.append((0, str(entry["FullUpdaterLocation"])))
+    return [
+        ((full, _baseline_rank(baseline), url), _package(entry, version, url))
+        for full, url in urls
+    ]
+
+
+def _baseline_rank(baseline: object) -> tuple[int, ...]:
+    try:
+        return version_key(str(baseline)) if baseline is not None else ()
+    except ValueError:
+        return ()
 
 
 def _package(entry: dict[str, object], version: str, url: str) -> FeedPackage:

@@ -145,6 +145,19 @@ def _read_capped(response: requests.Response, limit: int) -> bytes:
 
 
 def short_reason(exc: BaseException) -> str:
-    """Return the first line of an exception's text, for one-line error messages."""
+    """Return a short, one-line reason for an exception, for error messages."""
+    for kind, reason in _REASONS:
+        if isinstance(exc, kind):
+            return reason
     text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (requests.exceptions.ConnectTimeout, "connecting timed out"),
+    (requests.exceptions.ReadTimeout, "the server stopped answering (read timed out)"),
+    (requests.exceptions.SSLError, "the TLS handshake failed"),
+    (requests.exceptions.ChunkedEncodingError, "the connection broke mid-transfer"),
+    (requests.exceptions.TooManyRedirects, "too many redirects"),
+    (requests.exceptions.ConnectionError, "cannot connect (host unreachable or refused)"),
+)

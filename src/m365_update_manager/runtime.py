@@ -95,7 +95,7 @@ class Runtime:
         self, base: Manifest, work: Manifest, message: str, report: Report
     ) -> bool:
         """Write the state when it changed: the local file first, then GitHub."""
-        if work.content() == base.content() and self.state_file.path.exists():
+        if work.content() == base.content():
             return False
         work.last_updated = self.now
         self.state_file.save(work)
