@@ -11,6 +11,7 @@ from m365_update_manager.audit import audit
 from m365_update_manager.cli.check import main as check
 from m365_update_manager.cli.promote import main as promote
 from m365_update_manager.manifest import ManifestFile
+from m365_update_manager.runtime import JOURNAL_BLOB
 from m365_update_manager.settings import load_settings
 from m365_update_manager.storage import open_store
 from tests.conftest import Feeds, package_body
@@ -291,12 +292,19 @@ def test_promote_copies_server_side_and_downloads_nothing(
         copies.append((source, destination))
         return real_copy(self, source, destination)
 
-    def no_read(self: Any, name: str) -> Any:
-        raise AssertionError(f"promotion read {name} through this machine")
+    real_read, real_writer = store_type.read, store_type.writer
+
+    def journal_only(real: Any) -> Any:
+        def guarded(self: Any, name: str) -> Any:
+            if name != JOURNAL_BLOB:
+                raise AssertionError(f"promotion moved {name} through this machine")
+            return real(self, name)
+
+        return guarded
 
     monkeypatch.setattr(store_type, "copy", record_copy)
-    monkeypatch.setattr(store_type, "read", no_read)
-    monkeypatch.setattr(store_type, "writer", no_read)
+    monkeypatch.setattr(store_type, "read", journal_only(real_read))
+    monkeypatch.setattr(store_type, "writer", journal_only(real_writer))
     _at(monkeypatch, T0 + timedelta(days=14))
 
     assert promote([]) == 0
@@ -305,3 +313,25 @@ def test_promote_copies_server_side_and_downloads_nothing(
     build = _state(tmp_path)["live"]
     assert copies == [(_state(tmp_path)["builds"][0]["blob"], "live/word.pkg")]
     assert build["version"] == feeds.packages["word"].version
+
+
+def test_failed_commit_is_recovered_from_the_store_journal(
+    feeds: Feeds, store_kind: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    v1 = feeds.packages["word"].version
+    v2 = "16.113.26090110"
+    _stage(monkeypatch, T0)
+    _at(monkeypatch, T0 + timedelta(days=14))
+    assert promote([]) == 0
+    publish(feeds, "word", "MSWD2019", v1, v2)
+    _stage(monkeypatch, T0 + timedelta(days=15))
+    _at(monkeypatch, T0 + timedelta(days=30))
+    assert promote([]) == 0
+    stale = (tmp_path / "manifest.json").read_text()
+    assert promote(["--rollback", "word"]) == 0
+    (tmp_path / "manifest.json").write_text(stale)  # the rollback's record was lost
+
+    assert promote([]) == 0
+
+    assert _versions(tmp_path) == (None, v1, v2), "the rollback stands"
+    _verified(tmp_path)

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,8 +17,8 @@ from pydantic import (
     ValidationError,
 )
 
-from m365_update_manager.catalog import APP_NAME, App
-from m365_update_manager.errors import ManifestError
+from m365_update_manager.catalog import APP_NAME, App, channel_guid
+from m365_update_manager.errors import ManifestError, SettingsError
 from m365_update_manager.feed import package_file_name, version_key
 from m365_update_manager.storage import build_blob
 
@@ -34,6 +35,14 @@ def _utc(value: datetime) -> datetime:
 
 def _build_number(value: str) -> str:
     version_key(value)
+    return value
+
+
+def _known_channel(value: str) -> str:
+    try:
+        channel_guid(value)
+    except SettingsError as exc:
+        raise ValueError(str(exc)) from None
     return value
 
 
@@ -139,8 +148,9 @@ class Manifest(_Model):
 
     schema_version: Literal[2] = 2
     last_updated: Timestamp | None = None
-    channel: str = "current"
-    lag_days: float = Field(14.0, ge=0)
+    revision: int = Field(0, ge=0)
+    channel: Annotated[str, AfterValidator(_known_channel)] = "current"
+    lag_days: float = Field(14.0, ge=0, allow_inf_nan=False)
     apps: dict[str, AppState] = Field(default_factory=dict)
 
     def dump(self) -> str:
@@ -149,9 +159,10 @@ class Manifest(_Model):
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     def content(self) -> dict[str, Any]:
-        """Return the state without ``last_updated``, to tell whether anything changed."""
+        """Return the state without ``last_updated`` and ``revision``, to compare."""
         data = self.model_dump(mode="json")
         data.pop("last_updated", None)
+        data.pop("revision", None)
         return data
 
 
@@ -171,9 +182,9 @@ def parse_manifest_text(text: str, source: str) -> Manifest:
         raise ManifestError(f"{source}: the top level must be a JSON object")
 
     version = data.get("schema_version")
-    if version is None:
+    if "schema_version" not in data:
         data = _upgrade(data, source)
-    elif version != SCHEMA_VERSION:
+    elif version != SCHEMA_VERSION or isinstance(version, bool):
         raise ManifestError(
             f"{source}: schema_version {version!r} is not one this release reads "
             f"({SCHEMA_VERSION}); upgrade m365-update-manager"
@@ -213,12 +224,13 @@ def _upgrade(data: dict[str, Any], source: str) -> dict[str, Any]:
 def _upgrade_app(name: str, state: object) -> object:
     if not isinstance(state, dict):
         return state
-    builds = []
+    builds: dict[object, dict[str, Any]] = {}
     for tier in ("previous", "live", "staged"):
         entry = state.get(tier)
         if isinstance(entry, dict) and "version" in entry and "download_url" in entry:
-            builds.append(_legacy_build(name, entry))
-    return {"builds": builds, **state}
+            # One build per version: two tiers may name the same build.
+            builds.setdefault(entry["version"], _legacy_build(name, entry))
+    return {"builds": list(builds.values()), **state}
 
 
 def _legacy_build(app: str, tier: dict[str, Any]) -> dict[str, Any]:
@@ -265,19 +277,29 @@ class ManifestFile:
         return parse_manifest_text(text, str(self.path))
 
     def save(self, manifest: Manifest) -> None:
-        """Write the manifest through a temporary file and an atomic rename."""
-        temp = self.path.with_name(f".{self.path.name}.tmp")
-        temp.write_text(manifest.dump(), encoding="utf-8")
-        with temp.open("rb") as handle:
-            os.fsync(handle.fileno())
-        temp.replace(self.path)
+        """Write the manifest through a temporary file and an atomic rename.
+
+        The temporary name is unique to this write, so that two writers never
+        interleave in one file; it is removed when the write fails.
+        """
+        temp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with temp.open("x", encoding="utf-8") as handle:
+                handle.write(manifest.dump())
+                handle.flush()
+                os.fsync(handle.fileno())
+            temp.replace(self.path)
+        finally:
+            temp.unlink(missing_ok=True)
 
 
 def merge(base: Manifest, ours: Manifest, theirs: Manifest) -> Manifest:
     """Re-apply this run's changes (``base`` to ``ours``) on top of ``theirs``.
 
     Field by field per app: a field this run changed takes this run's value, any
-    other keeps what the other writer recorded; history entries from both survive.
+    other keeps what the other writer recorded. Builds merge one by one (keyed by
+    version) the same way, so that a build blocked by another writer stays blocked
+    while this run adds one; history entries from both survive.
     """
     merged = theirs.model_copy(deep=True)
     for key in ("channel", "lag_days"):
@@ -288,23 +310,59 @@ def merge(base: Manifest, ours: Manifest, theirs: Manifest) -> Manifest:
             base.apps.get(name), state, theirs.apps.get(name)
         )
     merged.last_updated = ours.last_updated
+    merged.revision = ours.revision
     return merged
 
 
 def _merge_app(
     base: AppState | None, ours: AppState, theirs: AppState | None
 ) -> AppState:
-    if base is None or theirs is None:
+    if theirs is None:
         return ours.model_copy(deep=True)
+    if base is None:  # both writers added the app: merge against an empty record
+        base = AppState(app_id=ours.app_id, name=ours.name, blob_name=ours.blob_name)
     merged = theirs.model_copy(deep=True)
     for field in AppState.model_fields:
-        if field == "history":
+        if field in {"history", "builds"}:
             continue
         if getattr(ours, field) != getattr(base, field):
             setattr(merged, field, getattr(ours, field))
+    merged.builds = _merge_builds(base.builds, ours.builds, theirs.builds)
     added = [entry for entry in ours.history if entry not in base.history]
-    merged.history = [*theirs.history, *added][-HISTORY_LIMIT:]
+    history = sorted([*theirs.history, *added], key=lambda entry: entry.at)
+    merged.history = history[-HISTORY_LIMIT:]
     return merged
+
+
+def _merge_builds(
+    base: list[Build], ours: list[Build], theirs: list[Build]
+) -> list[Build]:
+    """Merge three versions of the build list, one build (by version) at a time."""
+    old = {b.version: b for b in base}
+    mine = {b.version: b for b in ours}
+    other = {b.version: b for b in theirs}
+    merged = []
+    for version in {*mine, *other}:
+        if version not in other:  # theirs dropped it, or only this run has it
+            keep = version not in old or mine[version] != old[version]
+            merged += [mine[version]] if keep else []
+        elif version not in mine:  # this run dropped it, or only theirs has it
+            keep = version not in old or other[version] != old[version]
+            merged += [other[version]] if keep else []
+        elif version not in old:
+            merged.append(mine[version])
+        else:
+            merged.append(_merge_fields(old[version], mine[version], other[version]))
+    return sorted(merged, key=lambda build: version_key(build.version))
+
+
+def _merge_fields(base: Build, ours: Build, theirs: Build) -> Build:
+    changed = {
+        field: getattr(ours, field)
+        for field in Build.model_fields
+        if getattr(ours, field) != getattr(base, field)
+    }
+    return theirs.model_copy(update=changed, deep=True)
 
 
 SAFE_TEXT = re.compile(r"[\x00-\x1f]")

@@ -1,5 +1,6 @@
 """What both commands share: the store, the state file, GitHub and the report."""
 
+import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from m365_update_manager.events import Event, EventKind
 from m365_update_manager.manifest import (
     Manifest,
     ManifestFile,
+    format_time,
     merge,
     parse_manifest_text,
 )
@@ -27,6 +29,13 @@ from m365_update_manager.state_sync import GitHubState
 from m365_update_manager.storage import BlobStore, open_store
 
 log = logging.getLogger(__name__)
+
+JOURNAL_BLOB = "state/manifest.json"
+
+
+def _is_newer(journal: Manifest, recorded: Manifest) -> bool:
+    """Every saved change bumps ``revision``; a hand edit of the record does not."""
+    return journal.revision > recorded.revision
 
 
 @dataclass
@@ -53,6 +62,7 @@ class Runtime:
         self.now = settings.clock()
         self.store: BlobStore = open_store(settings)
         self.state_file = ManifestFile(settings.manifest)
+        self.record_behind = False
         self.remote = GitHubState.from_settings(settings)
         self.notifier: Notifier = (
             GitHubNotifier.from_settings(settings) or PrintNotifier()
@@ -75,13 +85,44 @@ class Runtime:
         return path.name if path.is_absolute() else path.as_posix()
 
     def load(self) -> Manifest:
-        """Read the state: the branch head on GitHub when configured, else the file."""
+        """Read the state, preferring the store's journal when the record is behind it.
+
+        The record is the branch head on GitHub when configured, else the file. The
+        store keeps a journal copy written with every change to storage; when a
+        run's commit failed, the journal is newer and is what storage holds.
+        """
+        recorded = self._load_recorded()
+        journal = self._read_journal()
+        if journal is None or not _is_newer(journal, recorded):
+            return recorded
+        self.record_behind = True
+        log.warning(
+            "%s is behind the store's journal %s (an earlier commit failed?); using "
+            "the journal, which matches storage",
+            self.repo_path,
+            JOURNAL_BLOB,
+        )
+        return journal
+
+    def _load_recorded(self) -> Manifest:
         if self.remote is None:
             return self.state_file.load()
         text = self.remote.fetch(self.repo_path)
         if text is None:
             return self.state_file.load()
         return parse_manifest_text(text, f"{self.repo_path} on GitHub")
+
+    def _read_journal(self) -> Manifest | None:
+        if self.store.info(JOURNAL_BLOB) is None:
+            return None
+        text = b"".join(self.store.read(JOURNAL_BLOB)).decode("utf-8", "replace")
+        return parse_manifest_text(text, self.store.location(JOURNAL_BLOB))
+
+    def _write_journal(self, manifest: Manifest) -> None:
+        data = manifest.dump().encode()
+        writer = self.store.writer(JOURNAL_BLOB)
+        writer.write(data)
+        writer.commit(format_time(self.now), hashlib.sha256(data).hexdigest())
 
     @contextmanager
     def writing(self) -> Iterator[tuple[Manifest, Manifest]]:
@@ -95,10 +136,12 @@ class Runtime:
         self, base: Manifest, work: Manifest, message: str, report: Report
     ) -> bool:
         """Write the state when it changed: the local file first, then GitHub."""
-        if work.content() == base.content():
+        if work.content() == base.content() and not self.record_behind:
             return False
         work.last_updated = self.now
+        work.revision = base.revision + 1
         self.state_file.save(work)
+        self._write_journal(work)
         if self.remote is None:
             return True
 
