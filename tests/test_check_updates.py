@@ -10,8 +10,8 @@ import pytest
 from m365_update_manager.audit import audit
 from m365_update_manager.cli.check import main
 from m365_update_manager.manifest import ManifestFile
+from m365_update_manager.runtime import open_store
 from m365_update_manager.settings import load_settings
-from m365_update_manager.storage import open_store
 from tests.conftest import Feeds
 from tests.support.cdn import cut_after, status
 

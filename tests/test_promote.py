@@ -11,9 +11,8 @@ from m365_update_manager.audit import audit
 from m365_update_manager.cli.check import main as check
 from m365_update_manager.cli.promote import main as promote
 from m365_update_manager.manifest import ManifestFile
-from m365_update_manager.runtime import JOURNAL_BLOB
+from m365_update_manager.runtime import JOURNAL_BLOB, open_store
 from m365_update_manager.settings import load_settings
-from m365_update_manager.storage import open_store
 from tests.conftest import Feeds, package_body
 
 T0 = datetime(2026, 9, 1, 6, 0, tzinfo=UTC)

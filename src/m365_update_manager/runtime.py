@@ -26,7 +26,8 @@ from m365_update_manager.notify import (
 )
 from m365_update_manager.settings import Settings
 from m365_update_manager.state_sync import GitHubState
-from m365_update_manager.storage import BlobStore, open_store
+from m365_update_manager.storage import BlobStore
+from m365_update_manager.store_local import LocalBlobStore
 
 log = logging.getLogger(__name__)
 
@@ -192,3 +193,12 @@ def annotate_error(message: str) -> None:
     """Print a GitHub Actions error annotation when running in Actions."""
     if os.environ.get("GITHUB_ACTIONS") == "true":
         print(f"::error::{message}")  # noqa: T201  # the workflow command protocol is stdout
+
+
+def open_store(settings: Settings) -> BlobStore:
+    """Return the store the settings name: Azure, Azurite or the local folder."""
+    if settings.connection_string is not None or settings.account_url:
+        from m365_update_manager.store_azure import AzureBlobStore  # noqa: PLC0415  # the Azure SDK loads only when used
+
+        return AzureBlobStore.from_settings(settings)
+    return LocalBlobStore(settings.store_dir)

@@ -8,10 +8,7 @@ server-side copy. Every blob carries ``version`` and ``sha256`` metadata.
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from m365_update_manager.settings import Settings
+from typing import Protocol
 
 TIERS = ("staged", "live", "previous")
 CONTENT_TYPE = "application/octet-stream"
@@ -90,14 +87,3 @@ class BlobStore(Protocol):
 
     def location(self, name: str) -> str:
         """Return where a blob can be fetched, for people to read."""
-
-
-def open_store(settings: "Settings") -> BlobStore:
-    """Return the store the settings name: Azure, Azurite or the local folder."""
-    from m365_update_manager.store_local import LocalBlobStore  # noqa: PLC0415  # the stores import this module
-
-    if settings.connection_string is not None or settings.account_url:
-        from m365_update_manager.store_azure import AzureBlobStore  # noqa: PLC0415  # Azure SDK loads only when used
-
-        return AzureBlobStore.from_settings(settings)
-    return LocalBlobStore(settings.store_dir)

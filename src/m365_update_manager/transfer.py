@@ -16,8 +16,8 @@ from m365_update_manager.errors import DownloadError, M365Error
 from m365_update_manager.net import (
     PolicySession,
     TransientHTTPError,
-    raise_for_transient,
     log_retry,
+    raise_for_transient,
     retry_attempts,
     short_reason,
 )
