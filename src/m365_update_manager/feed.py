@@ -59,7 +59,7 @@ class FeedPackage:
 def version_key(version: str) -> tuple[int, ...]:
     """Return a build number as a tuple of integers, for comparing builds."""
     parts = version.strip().split(".")
-    # str.isdigit() also admits non-ASCII digits such as "١" or "²": builds are ASCII.
+    # str.isdigit() also admits non-ASCII digits (superscripts, Arabic-Indic): refuse.
     if not all(part.isascii() and part.isdigit() for part in parts):
         raise ValueError(f"{version!r} is not a build number such as 16.112.26081720")
     return tuple(int(part) for part in parts)

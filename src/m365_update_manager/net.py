@@ -9,8 +9,11 @@ from urllib.parse import urlsplit
 
 import requests
 import stamina
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from m365_update_manager.errors import URLPolicyError
+from m365_update_manager.logs import redact
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,11 @@ def check_url(url: str, allowed_hosts: tuple[str, ...]) -> str:
     """
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
+    if host != _connect_host(url) or parts.username is not None:
+        raise URLPolicyError(
+            f"refused {url}: its host is ambiguous (user info, a backslash or an "
+            "unusual character); give a plain URL"
+        )
     if host not in allowed_hosts:
         raise URLPolicyError(
             f"refused {url}: host {host or '(none)'} is not in M365_ALLOWED_HOSTS"
@@ -40,6 +48,19 @@ def check_url(url: str, allowed_hosts: tuple[str, ...]) -> str:
     if parts.scheme == "http" and _is_loopback(host):
         return url
     raise URLPolicyError(f"refused {url}: only https is allowed outside loopback")
+
+
+def _connect_host(url: str) -> str | None:
+    """Return the host urllib3, and so requests, would connect to for ``url``.
+
+    urllib3 reads ``https://evil\\@allowed/`` as host ``evil`` where ``urlsplit``
+    reads ``allowed``: a URL is admitted only when both parsers agree.
+    """
+    try:
+        host = parse_url(url).host
+    except LocationParseError:
+        return None
+    return (host or "").strip("[]").lower()
 
 
 def _is_loopback(host: str) -> bool:
@@ -70,12 +91,23 @@ class PolicySession(requests.Session):
         kwargs.setdefault("timeout", (min(self.timeout, 10.0), self.timeout))
         return super().request(method, url, **kwargs)
 
+    def send(
+        self, request: requests.PreparedRequest, **kwargs: Any
+    ) -> requests.Response:
+        """Check the URL actually sent, redirects included, against the policy."""
+        check_url(request.url or "", self.allowed_hosts)
+        return super().send(request, **kwargs)
+
     def get_redirect_target(self, resp: requests.Response) -> str | None:
         """Check a redirect's target against the policy before it is followed."""
         target = super().get_redirect_target(resp)
         if target is not None:
             absolute = requests.compat.urljoin(resp.url, target)
-            check_url(absolute, self.allowed_hosts)
+            try:
+                check_url(absolute, self.allowed_hosts)
+            except URLPolicyError:
+                resp.close()  # nobody else holds it: give its connection back
+                raise
         return target
 
 
@@ -145,11 +177,11 @@ def _read_capped(response: requests.Response, limit: int) -> bytes:
 
 
 def short_reason(exc: BaseException) -> str:
-    """Return a short, one-line reason for an exception, for error messages."""
+    """Return a short, one-line reason for an exception, secrets masked, for messages."""
     for kind, reason in _REASONS:
         if isinstance(exc, kind):
             return reason
-    text = str(exc).strip()
+    text = redact(str(exc)).strip()  # SDK errors can quote a URL with its SAS
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
@@ -159,5 +191,8 @@ _REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (requests.exceptions.SSLError, "the TLS handshake failed"),
     (requests.exceptions.ChunkedEncodingError, "the connection broke mid-transfer"),
     (requests.exceptions.TooManyRedirects, "too many redirects"),
-    (requests.exceptions.ConnectionError, "cannot connect (host unreachable or refused)"),
+    (
+        requests.exceptions.ConnectionError,
+        "cannot connect (host unreachable or refused)",
+    ),
 )

@@ -5,10 +5,12 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from m365_update_manager.catalog import channel_guid
 from m365_update_manager.errors import SettingsError
 from m365_update_manager.logs import register_secrets
 
@@ -20,6 +22,8 @@ DEFAULT_ALLOWED_HOSTS = (
     "officecdn.microsoft.com",
 )
 GIB = 1024**3
+# A host name or an IP address as M365_ALLOWED_HOSTS lists it: no scheme, port or path.
+_HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|[0-9a-f:.]*:[0-9a-f:.]*")
 
 
 def _split_commas(value: object) -> object:
@@ -83,7 +87,46 @@ class Settings(BaseSettings):
     @field_validator("allowed_hosts")
     @classmethod
     def _lower_hosts(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(host.lower().strip("[]") for host in hosts)
+        hosts = tuple(host.lower().strip("[]") for host in hosts)
+        if not hosts:
+            raise ValueError("list at least one host name")
+        bad = [host for host in hosts if not _HOST.fullmatch(host)]
+        if bad:
+            raise ValueError(
+                f"{', '.join(bad)} is not a plain host name (no scheme, port or path)"
+            )
+        return hosts
+
+    @field_validator("feed_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as " + DEFAULT_FEED_BASE_URL)
+        return value
+
+    @field_validator("channel")
+    @classmethod
+    def _known_channel(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                channel_guid(value)
+            except SettingsError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("now", mode="before")
+    @classmethod
+    def _iso_time(cls, value: object) -> object:
+        # pydantic alone would also read "1755000000" as a Unix time: ISO 8601 only.
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.strip())
+            except ValueError:
+                raise ValueError(
+                    "must be an ISO 8601 UTC time such as 2026-08-20T08:00:00Z"
+                ) from None
+        return value
 
     @field_validator("lag_days")
     @classmethod
