@@ -15,6 +15,7 @@ from m365_update_manager.errors import PromotionError
 from m365_update_manager.events import Event, EventKind
 from m365_update_manager.feed import version_key
 from m365_update_manager.manifest import AppState, Build, HistoryEntry, Hold, Tier
+from m365_update_manager.reconcile import restoring
 from m365_update_manager.storage import BlobStore, tier_blob
 
 log = logging.getLogger(__name__)
@@ -99,12 +100,13 @@ class Promoter:
     def promote(self, app: str, state: AppState, build: Build, reason: str) -> Event:
         """Rotate live to previous and ``build`` to live, in storage then in ``state``."""
         old_live = state.live
-        if old_live is not None:
-            self._copy_version(app, state, old_live.version, "previous")
-        self.store.copy(build.blob, tier_blob("live", app))
-        if state.staged is not None and state.staged.version == build.version:
-            self.store.delete(tier_blob("staged", app))
-            state.staged = None
+        with restoring(self.store, app, state):
+            if old_live is not None:
+                self._copy_version(app, state, old_live.version, "previous")
+            self.store.copy(build.blob, tier_blob("live", app))
+            if state.staged is not None and state.staged.version == build.version:
+                self.store.delete(tier_blob("staged", app))
+                state.staged = None
 
         state.previous = old_live
         state.live = Tier(
@@ -126,8 +128,9 @@ class Promoter:
             raise PromotionError(
                 f"{app}: there is no previous build to roll back to; nothing changed"
             )
-        self._copy_version(app, state, previous.version, "live")
-        self._copy_version(app, state, old_live.version, "previous")
+        with restoring(self.store, app, state):
+            self._copy_version(app, state, previous.version, "live")
+            self._copy_version(app, state, old_live.version, "previous")
 
         state.live = previous.model_copy(update={"promoted_at": self.now})
         state.previous = old_live

@@ -1,8 +1,10 @@
 """Bringing storage back in line with ``manifest.json`` after an interrupted run."""
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from m365_update_manager.errors import StorageError
+from m365_update_manager.errors import M365Error, StorageError
 from m365_update_manager.manifest import AppState
 from m365_update_manager.storage import TIERS, BlobInfo, BlobStore, tier_blob
 
@@ -41,6 +43,26 @@ def repair_tiers(store: BlobStore, app: str, state: AppState) -> list[str]:
     for line in repaired:
         log.warning("%s: repaired: %s", app, line)
     return repaired
+
+
+@contextmanager
+def restoring(store: BlobStore, app: str, state: AppState) -> Iterator[None]:
+    """On a failure inside, point the tiers back at what ``state`` records now.
+
+    For a sequence of copies (a promotion, a rollback) that fails half way: the
+    state is not saved, so storage goes back to the recorded state, and the run
+    ends with the two in agreement. When storage fails again, the next run's
+    ``repair_tiers`` finishes the job.
+    """
+    recorded = state.model_copy(deep=True)
+    try:
+        yield
+    except M365Error:
+        try:
+            repair_tiers(store, app, recorded)
+        except M365Error as exc:
+            log.warning("%s: could not restore the tiers now (%s)", app, exc)
+        raise
 
 
 def _restore_builds_from_aliases(

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from m365_update_manager.errors import GitHubError, M365Error
 from m365_update_manager.events import Event, EventKind
+from m365_update_manager.logs import redact
 from m365_update_manager.manifest import (
     Manifest,
     ManifestFile,
@@ -50,7 +51,7 @@ class Report:
         """Record one app's failure as an event; the run goes on with the others."""
         self.failed = True
         self.events.append(
-            Event(EventKind.FAILED, app, None, None, now, where, str(error))
+            Event(EventKind.FAILED, app, None, None, now, where, redact(str(error)))
         )
 
 
@@ -64,6 +65,7 @@ class Runtime:
         self.store: BlobStore = open_store(settings)
         self.state_file = ManifestFile(settings.manifest)
         self.record_behind = False
+        self.recorded: Manifest | None = None
         self.remote = GitHubState.from_settings(settings)
         self.notifier: Notifier = (
             GitHubNotifier.from_settings(settings) or PrintNotifier()
@@ -92,7 +94,7 @@ class Runtime:
         store keeps a journal copy written with every change to storage; when a
         run's commit failed, the journal is newer and is what storage holds.
         """
-        recorded = self._load_recorded()
+        recorded = self.recorded = self._load_recorded()
         journal = self._read_journal()
         if journal is None or not _is_newer(journal, recorded):
             return recorded
@@ -150,7 +152,9 @@ class Runtime:
             if current is None:
                 return work.dump()
             theirs = parse_manifest_text(current, f"{self.repo_path} on GitHub")
-            return merge(base, work, theirs).dump()
+            # Behind the journal, the record lacks the journal's changes too.
+            ours_from = self.recorded if self.record_behind and self.recorded else base
+            return merge(ours_from, work, theirs).dump()
 
         try:
             self.remote.commit(self.repo_path, update, message)

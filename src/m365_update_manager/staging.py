@@ -45,10 +45,20 @@ class Stager:
         self.dry_run = dry_run
 
     def check(self, app: App, state: AppState, channel: str) -> CheckOutcome:
-        """Bring one app's ``staged/`` up to the feed; ``state`` is updated in place."""
-        if not self.dry_run:
-            repair_tiers(self.store, app.name, state)
+        """Bring one app's ``staged/`` up to the feed; ``state`` is updated in place.
 
+        Storage is first brought back to the recorded state (what a killed run left
+        half done), and blobs no record names are removed last, once a verified
+        build a killed run left behind has had its chance to be adopted.
+        """
+        if self.dry_run:
+            return self._follow_feed(app, state, channel)
+        repair_tiers(self.store, app.name, state)
+        outcome = self._follow_feed(app, state, channel)
+        self._drop_orphans(app, state)
+        return outcome
+
+    def _follow_feed(self, app: App, state: AppState, channel: str) -> CheckOutcome:
         has_chk, pointer = (
             (False, None) if _skip_chk(state) else self.feeds.fetch_chk(app, channel)
         )
@@ -57,10 +67,7 @@ class Stager:
 
         package = self.feeds.fetch_latest(app, channel)
         _record_feed(state, package, has_chk, self.now)
-        outcome = self._stage_if_new(app, state, package)
-        if not self.dry_run:
-            self._drop_orphans(app, state)
-        return outcome
+        return self._stage_if_new(app, state, package)
 
     def _stage_if_new(
         self, app: App, state: AppState, package: FeedPackage

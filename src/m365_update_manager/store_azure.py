@@ -77,7 +77,7 @@ class AzureBlobStore:
         self.concurrency = concurrency
         self.credential = credential
         self.description = (
-            f"Azure container {container.container_name} at {container.url}"
+            f"Azure container {container.container_name} at {_bare(container.url)}"
         )
 
     @classmethod
@@ -311,7 +311,7 @@ class AzureBlobStore:
 
     def location(self, name: str) -> str:
         """Return the blob's URL (without any credential)."""
-        return self.container.get_blob_client(name).url
+        return _bare(self.container.get_blob_client(name).url)
 
 
 def _acquire_lease(blob: BlobClient, timeout: float) -> BlobLeaseClient:
@@ -341,6 +341,11 @@ def _renew(lease: BlobLeaseClient, stop: threading.Event) -> None:
             lease.renew()
         except AzureError as exc:
             log.warning("could not renew the lock lease: %s", short_reason(exc))
+
+
+def _bare(url: str) -> str:
+    """Return a URL without its query: a SAS connection string puts the token there."""
+    return url.split("?", 1)[0]
 
 
 def _block_id(prefix: str, index: int) -> str:

@@ -1,5 +1,6 @@
 """The local folder store: the same layout as the container, under one directory."""
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -20,6 +21,7 @@ from m365_update_manager.storage import LOCK_BLOB, BlobInfo
 log = logging.getLogger(__name__)
 
 META_SUFFIX = ".metadata.json"
+PARTIAL_SUFFIX = ".partial"
 CHUNK = 1024 * 1024
 
 
@@ -27,7 +29,11 @@ class LocalBlobStore:
     """Blobs as files under ``root``; metadata in a JSON file beside each blob.
 
     Every write goes through a temporary file in the same folder and a rename, so
-    a reader sees the old file or the new one, never a part.
+    a reader sees the old file or the new one, never a part. Two files cannot be
+    renamed at once: the bytes go first, then the metadata, which records the
+    bytes' fingerprint (inode, size, mtime). Metadata whose fingerprint no longer
+    matches (a run killed between the two renames, or a store copied elsewhere)
+    is trusted only if the bytes still hash to its SHA-256.
     """
 
     def __init__(self, root: Path) -> None:
@@ -47,11 +53,11 @@ class LocalBlobStore:
         """Return a blob's size and metadata, or None when it does not exist."""
         path = self._path(name)
         try:
-            size = path.stat().st_size
+            stat = path.stat()
         except FileNotFoundError:
             return None
-        meta = self._read_meta(path)
-        return BlobInfo(name, size, meta.get("version"), meta.get("sha256"))
+        meta = _checked_meta(path, stat, self._read_meta(path))
+        return BlobInfo(name, stat.st_size, meta.get("version"), meta.get("sha256"))
 
     def list(self, prefix: str) -> list[BlobInfo]:
         """Return every blob whose name starts with ``prefix``."""
@@ -77,12 +83,13 @@ class LocalBlobStore:
             raise StorageError(
                 f"cannot copy {source}: it does not exist in {self.description}"
             )
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        source_info = self.info(source)
         temp = _temp_beside(dst)
         try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
             _link_or_copy(src, temp)
-            _write_meta(dst, self._read_meta(src))
             temp.replace(dst)
+            _write_meta(dst, _metadata(source_info))
         except OSError as exc:
             temp.unlink(missing_ok=True)
             raise StorageError(
@@ -113,10 +120,15 @@ class LocalBlobStore:
     def lock(self, timeout: float) -> Iterator[None]:
         """Hold an exclusive lock on ``<root>/locks/writer.lock`` (released if the process dies)."""
         path = self._path(LOCK_BLOB)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a+") as handle:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = path.open("a+")
+        except OSError as exc:
+            raise StorageError(f"cannot create the lock file {path}: {exc}") from None
+        with handle:
             _wait_for_lock(handle, path, timeout)
             try:
+                self._sweep_partials()
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
@@ -124,6 +136,12 @@ class LocalBlobStore:
     def location(self, name: str) -> str:
         """Return the blob's path."""
         return str(self._path(name))
+
+    def _sweep_partials(self) -> None:
+        """Remove the temporary files of killed runs; only the lock holder writes."""
+        for temp in self.root.rglob(f".*{PARTIAL_SUFFIX}"):
+            log.info("removing %s, left by an interrupted run", temp)
+            temp.unlink(missing_ok=True)
 
     def _path(self, name: str) -> Path:
         parts = name.split("/")
@@ -160,19 +178,23 @@ class LocalBlobWriter:
 
     def reset(self) -> None:
         """Start the temporary file again from byte zero."""
-        handle = self._open()
-        handle.seek(0)
-        handle.truncate()
+        try:
+            handle = self._open()
+            handle.seek(0)
+            handle.truncate()
+        except OSError as exc:
+            self.discard()
+            raise StorageError(f"cannot write {self.path}: {exc}") from None
 
     def commit(self, version: str, sha256: str) -> None:
-        """Flush, write the metadata, then rename the file into place."""
-        handle = self._open()
+        """Flush, rename the file into place, then write its metadata."""
         try:
+            handle = self._open()
             handle.flush()
             os.fsync(handle.fileno())
             handle.close()
-            _write_meta(self.path, {"version": version, "sha256": sha256})
             self.temp.replace(self.path)
+            _write_meta(self.path, {"version": version, "sha256": sha256})
         except OSError as exc:
             self.discard()
             raise StorageError(f"cannot commit {self.path}: {exc}") from None
@@ -203,14 +225,46 @@ def _meta_path(path: Path) -> Path:
 
 
 def _temp_beside(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial")
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}")
+
+
+def _fingerprint(stat: os.stat_result) -> str:
+    return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _metadata(info: BlobInfo | None) -> dict[str, str]:
+    if info is None or info.version is None or info.sha256 is None:
+        return {}
+    return {"version": info.version, "sha256": info.sha256}
 
 
 def _write_meta(path: Path, metadata: dict[str, str]) -> None:
+    """Write the metadata of the bytes now at ``path``, with their fingerprint."""
     meta = _meta_path(path)
     temp = _temp_beside(meta)
-    temp.write_text(json.dumps(metadata, sort_keys=True), encoding="utf-8")
-    temp.replace(meta)
+    record = {**metadata, "fingerprint": _fingerprint(path.stat())}
+    try:
+        temp.write_text(json.dumps(record, sort_keys=True), encoding="utf-8")
+        temp.replace(meta)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _checked_meta(
+    path: Path, stat: os.stat_result, meta: dict[str, str]
+) -> dict[str, str]:
+    """Return ``meta`` if it describes the bytes at ``path`` now, else ``{}``."""
+    recorded = meta.get("fingerprint")
+    if recorded == _fingerprint(stat) or recorded is None:  # None: an older store
+        return meta
+    if not meta.get("sha256") or file_sha256(path) != meta["sha256"]:
+        log.warning("%s: its metadata describes other bytes; ignoring it", path)
+        return {}
+    # The bytes are the recorded ones (a copied store): refresh the fingerprint so
+    # that they are hashed once, if this reader may write here.
+    with contextlib.suppress(OSError):
+        _write_meta(path, {k: v for k, v in meta.items() if k != "fingerprint"})
+    return meta
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -54,7 +54,16 @@ class _Progress:
     total: int | None = None
     validators: tuple[str | None, str | None] = (None, None)
     digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
-    buffer: bytearray = field(default_factory=bytearray)
+    chunks: list[bytes] = field(default_factory=list)
+    buffered: int = 0
+
+    def take_block(self) -> bytes:
+        """Return the reads not yet written as one block, and forget them."""
+        # One join copies each byte once; a growing bytearray copied it twice and
+        # fragmented the heap, so peak memory grew with the package's size.
+        block = b"".join(self.chunks)
+        self.chunks, self.buffered = [], 0
+        return block
 
 
 class Transfer:
@@ -106,8 +115,8 @@ class Transfer:
                 f"download of {url} failed after {progress.received} bytes: "
                 f"{short_reason(exc)}; the next run tries again"
             ) from None
-        if progress.buffer:
-            writer.write(bytes(progress.buffer))
+        if progress.chunks:
+            writer.write(progress.take_block())
         assert progress.total is not None  # noqa: S101  # set by the first answer
         return Received(progress.received, progress.digest.hexdigest())
 
@@ -127,7 +136,7 @@ class Transfer:
 
     @staticmethod
     def _resume_headers(progress: _Progress) -> dict[str, str]:
-        if progress.received == 0:
+        if progress.received == 0 or not any(progress.validators):
             return {"Accept-Encoding": "identity"}
         headers = {
             "Accept-Encoding": "identity",
@@ -149,6 +158,9 @@ class Transfer:
         if progress.received and self._is_same_file(response, progress):
             log.warning("resuming %s at byte %d", url, progress.received)
             return
+        if progress.received and response.status_code == 206:
+            progress.received = 0  # the next try asks for the whole file
+            raise TransientHTTPError(f"{url} resumed another file; restarting at zero")
         if response.status_code != 200:
             raise DownloadError(
                 f"{url} answered HTTP {response.status_code}; not a package"
@@ -161,12 +173,9 @@ class Transfer:
         writer.reset()
         progress.received = 0
         progress.digest = hashlib.sha256()
-        progress.buffer = bytearray()
+        progress.chunks, progress.buffered = [], 0
         progress.total = self._content_length(url, response)
-        progress.validators = (
-            response.headers.get("ETag"),
-            response.headers.get("Last-Modified"),
-        )
+        progress.validators = _validators(response)
         _check_size_hint(url, progress.total, size_hint)
 
     @staticmethod
@@ -177,15 +186,11 @@ class Transfer:
         if not match:
             return False
         start, end, total = (int(group) for group in match.groups())
-        validators = (
-            response.headers.get("ETag"),
-            response.headers.get("Last-Modified"),
-        )
         return (
             start == progress.received
             and end == total - 1
             and total == progress.total
-            and validators == progress.validators
+            and _validators(response) == progress.validators
         )
 
     def _content_length(self, url: str, response: requests.Response) -> int:
@@ -211,10 +216,17 @@ class Transfer:
                 f"{url} sent more bytes than its Content-Length ({progress.total})"
             )
         progress.digest.update(chunk)
-        progress.buffer += chunk
-        if len(progress.buffer) >= self.block_size:
-            writer.write(bytes(progress.buffer))
-            progress.buffer = bytearray()
+        progress.chunks.append(chunk)
+        progress.buffered += len(chunk)
+        if progress.buffered >= self.block_size:
+            writer.write(progress.take_block())
+
+
+def _validators(response: requests.Response) -> tuple[str | None, str | None]:
+    """Return the validators a resume may rely on; a weak ETag is not one."""
+    etag = response.headers.get("ETag")
+    strong = None if etag is None or etag.startswith("W/") else etag
+    return strong, response.headers.get("Last-Modified")
 
 
 def _verify(url: str, received: Received, expected: Expected | None) -> None:

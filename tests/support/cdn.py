@@ -2,6 +2,7 @@
 
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,8 +65,14 @@ class CDNHandler(BaseHTTPRequestHandler):
         *,
         limit: int | None = None,
         declared: int | None = None,
+        validators: bool = True,
+        sized: bool = True,
     ) -> None:
-        """Send ``body`` (or the requested range), optionally cut after ``limit`` bytes."""
+        """Send ``body`` (or the requested range), optionally cut after ``limit`` bytes.
+
+        ``validators=False`` leaves out the ETag; ``sized=False`` leaves out
+        Content-Length and ends the body by closing the connection.
+        """
         start, status = 0, 200
         match = re.match(r"bytes=(\d+)-$", self.headers.get("Range", ""))
         if_range = self.headers.get("If-Range")
@@ -74,11 +81,16 @@ class CDNHandler(BaseHTTPRequestHandler):
             start, status = int(match.group(1)), 206
         part = body[start:]
         self.send_response(status)
-        self.send_header("ETag", etag)
+        if validators:
+            self.send_header("ETag", etag)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header(
-            "Content-Length", str(declared if declared is not None else len(part))
-        )
+        if sized:
+            self.send_header(
+                "Content-Length", str(declared if declared is not None else len(part))
+            )
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
         if status == 206:
             self.send_header(
                 "Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}"
@@ -110,7 +122,11 @@ class CDN:
         handler = type("Handler", (CDNHandler,), {"state": self.state})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+        )
         self.thread.start()
 
     @property
@@ -190,6 +206,42 @@ def redirect(location: str) -> Fault:
 
     def fault(handler: CDNHandler, body: bytes) -> bool:
         handler.send_error_body(302, {"Location": location})
+        return True
+
+    return fault
+
+
+def delay(seconds: float) -> Fault:
+    """A fault that waits, then serves the file as usual: a slow download."""
+
+    def fault(handler: CDNHandler, body: bytes) -> bool:
+        time.sleep(seconds)
+        handler.send_file(handler.path, body)
+        return True
+
+    return fault
+
+
+def anonymous(other: bytes | None = None, *, limit: int | None = None) -> Fault:
+    """A fault that serves the file (or ``other``) without ETag, maybe cut short.
+
+    Without a validator a client cannot tell whether a resumed range belongs to
+    the file it started: this is the splice a resume must never make.
+    """
+
+    def fault(handler: CDNHandler, body: bytes) -> bool:
+        content = body if other is None else other
+        handler.send_file(handler.path, content, limit=limit, validators=False)
+        return True
+
+    return fault
+
+
+def unsized() -> Fault:
+    """A fault that sends the file with no Content-Length, ending at the close."""
+
+    def fault(handler: CDNHandler, body: bytes) -> bool:
+        handler.send_file(handler.path, body, sized=False)
         return True
 
     return fault

@@ -169,9 +169,8 @@ def _scheduled(
                 _lag(name, catalog, runtime, work),
                 report,
             )
-        changed = runtime.save(base, work, _message(report.events), report)
-        if changed:
-            _drop_unrecorded(runtime, work)
+        runtime.save(base, work, _message(report.events), report)
+        _drop_unrecorded(runtime, work)  # also what a run killed before it left
     runtime.publish(report)
     return 1 if report.failed else 0
 
