@@ -64,7 +64,12 @@ def test_load_settings_empty_environment_gives_documented_defaults(
             "feed_base_url",
             "http://127.0.0.1:8080/base",
         ),
-        ("M365_ALLOWED_HOSTS", "127.0.0.1", "allowed_hosts", ("127.0.0.1",)),
+        (
+            "M365_ALLOWED_HOSTS",
+            "127.0.0.1,localhost",
+            "allowed_hosts",
+            ("127.0.0.1", "localhost"),
+        ),
         (
             "M365_ALLOWED_HOSTS",
             "Mirror.Example, [::1],localhost",
@@ -201,8 +206,27 @@ def test_load_settings_each_variable_is_parsed(
     expected: object,
 ) -> None:
     monkeypatch.setenv(name, value)
+    if name in COMPANIONS:
+        companion, companion_value = COMPANIONS[name]
+        monkeypatch.setenv(companion, companion_value)
 
     assert getattr(load_settings(), attribute) == expected
+
+
+# The feed's host must be an allowed host: each of the two names the other's value.
+COMPANIONS = {
+    "M365_FEED_BASE_URL": ("M365_ALLOWED_HOSTS", "127.0.0.1"),
+    "M365_ALLOWED_HOSTS": ("M365_FEED_BASE_URL", "http://localhost/base"),
+}
+
+
+def test_load_settings_feed_host_outside_allowed_hosts_is_a_settings_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("M365_FEED_BASE_URL", "https://mirror.example/mro1cdnstorage")
+
+    with pytest.raises(SettingsError, match=r"M365_FEED_BASE_URL.*mirror\.example"):
+        load_settings()
 
 
 def test_load_settings_lower_case_variable_name_is_read(

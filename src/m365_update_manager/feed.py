@@ -255,6 +255,7 @@ class FeedClient:
         self.session = session
         self.base_url = base_url.rstrip("/")
         self.retry_seconds = retry_seconds
+        self.unreachable: set[str] = set()
 
     def manifest_url(self, app: App, channel: str) -> str:
         """Return the URL of the app's manifest on a channel."""
@@ -280,8 +281,21 @@ class FeedClient:
         return package
 
     def _get(self, url: str) -> Document:
+        """Fetch a feed file; a host that could not be reached is not waited on twice."""
+        host = urlsplit(url).hostname or ""
+        if host in self.unreachable:
+            raise FeedError(
+                f"cannot fetch {url}: {host} could not be reached earlier in this run; "
+                "check the network or M365_FEED_BASE_URL"
+            )
         try:
             return get_document(self.session, url, self.retry_seconds, MAX_FEED_BYTES)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            self.unreachable.add(host)
+            raise FeedError(
+                f"cannot fetch {url}: {short_reason(exc)}; check the network "
+                "or M365_FEED_BASE_URL"
+            ) from exc
         except (requests.RequestException, TransientHTTPError) as exc:
             raise FeedError(
                 f"cannot fetch {url}: {short_reason(exc)}; check the network "
@@ -292,5 +306,6 @@ class FeedClient:
     def _require_ok(status: int, url: str) -> None:
         if status != 200:
             raise FeedError(
-                f"{url} answered HTTP {status}; check M365_FEED_BASE_URL and the app id"
+                f"{url} answered HTTP {status}; check M365_FEED_BASE_URL, the "
+                "channel and the app id"
             )

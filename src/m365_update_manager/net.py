@@ -159,6 +159,7 @@ def get_document(
 ) -> Document:
     """GET a small document with retries; the body is capped at ``limit`` bytes."""
     for attempt in retry_attempts(budget_seconds):
+        log_retry(url, attempt.num)
         with attempt, session.get(url, stream=True) as response:
             raise_for_transient(response)
             body = _read_capped(response, limit)

@@ -31,6 +31,7 @@ class Plan:
     reason: str = ""
     due: datetime | None = None
     pulled: list[Build] = field(default_factory=list)
+    blocked: list[Build] = field(default_factory=list)
 
 
 def due_at(build: Build, lag_days: float) -> datetime:
@@ -40,6 +41,17 @@ def due_at(build: Build, lag_days: float) -> datetime:
 
 def plan(app: str, state: AppState, lag_days: float, now: datetime) -> Plan:
     """Decide from the recorded state alone whether an app's build is due."""
+    decision = _decide(app, state, lag_days, now)
+    live = version_key(state.live.version) if state.live else None
+    decision.blocked = [
+        b
+        for b in state.builds
+        if b.blocked and (live is None or version_key(b.version) > live)
+    ]
+    return decision
+
+
+def _decide(app: str, state: AppState, lag_days: float, now: datetime) -> Plan:
     live = version_key(state.live.version) if state.live else None
     newer = [
         b
@@ -77,7 +89,15 @@ def _pulled(state: AppState, build: Build) -> bool:
 
 
 def fast_track_plan(app: str, state: AppState) -> Plan:
-    """Return a plan promoting the newest build newer than live, whatever its age."""
+    """Return a plan promoting the newest build newer than live, whatever its age.
+
+    Refused while the app is on hold: a hold is released explicitly first.
+    """
+    if state.hold is not None:
+        raise PromotionError(
+            f"{app}: on hold ({state.hold.reason}); release it first with "
+            f"'python promote.py --release {app}'; nothing changed"
+        )
     live = version_key(state.live.version) if state.live else None
     newer = [b for b in state.builds if live is None or version_key(b.version) > live]
     if not newer:

@@ -1,5 +1,7 @@
 """Settings read from the environment; their names are part of the product's interface."""
 
+import base64
+import ipaddress
 import math
 import re
 from datetime import UTC, datetime
@@ -7,7 +9,13 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from m365_update_manager.catalog import channel_guid
@@ -22,8 +30,22 @@ DEFAULT_ALLOWED_HOSTS = (
     "officecdn.microsoft.com",
 )
 GIB = 1024**3
-# A host name or an IP address as M365_ALLOWED_HOSTS lists it: no scheme, port or path.
-_HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|[0-9a-f:.]*:[0-9a-f:.]*")
+# A host name or an IPv4 address as M365_ALLOWED_HOSTS lists it: no scheme, port or path.
+_HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
+_FRIENDLY = {
+    "AZURE_STORAGE_CONTAINER": "must be 3 to 63 lower-case letters, digits or hyphens",
+    "GITHUB_REPOSITORY": "must be owner/name",
+}
+
+
+def _is_host(value: str) -> bool:
+    if ":" not in value:
+        return _HOST.fullmatch(value) is not None
+    try:
+        ipaddress.IPv6Address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _split_commas(value: object) -> object:
@@ -90,7 +112,7 @@ class Settings(BaseSettings):
         hosts = tuple(host.lower().strip("[]") for host in hosts)
         if not hosts:
             raise ValueError("list at least one host name")
-        bad = [host for host in hosts if not _HOST.fullmatch(host)]
+        bad = [host for host in hosts if not _is_host(host)]
         if bad:
             raise ValueError(
                 f"{', '.join(bad)} is not a plain host name (no scheme, port or path)"
@@ -104,6 +126,33 @@ class Settings(BaseSettings):
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ValueError("must be an http(s) URL such as " + DEFAULT_FEED_BASE_URL)
         return value
+
+    @field_validator("connection_string")
+    @classmethod
+    def _account_key_is_base64(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        for part in value.get_secret_value().split(";"):
+            name, _, key = part.partition("=")
+            if name.strip().lower() == "accountkey":
+                try:
+                    base64.b64decode(key.strip(), validate=True)
+                except ValueError:
+                    raise ValueError(
+                        "its AccountKey is not valid base64; copy the connection "
+                        "string again from the portal"
+                    ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _feed_host_allowed(self) -> "Settings":
+        host = (urlsplit(self.feed_base_url).hostname or "").lower()
+        if host not in self.allowed_hosts:
+            raise ValueError(
+                f"M365_FEED_BASE_URL's host {host} is not in M365_ALLOWED_HOSTS; "
+                "add it there"
+            )
+        return self
 
     @field_validator("channel")
     @classmethod
@@ -168,5 +217,8 @@ def _describe(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
         name = ".".join(str(part) for part in error["loc"])
-        problems.append(f"{name}: {error['msg']}")
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "string_pattern_mismatch":
+            message = _FRIENDLY.get(name, "has an unexpected form")
+        problems.append(f"{name}: {message}" if name else message)
     return "bad setting " + "; ".join(problems) + " (fix the environment variable)"

@@ -87,7 +87,13 @@ class Stager:
 
         build = self._store_build(app, state, package)
         state.builds = [*(b for b in state.builds if b is not known), build]
-        self._point_staged(app, state, build)
+        if not self._point_staged(app, state, build):
+            assert state.staged is not None  # noqa: S101  # only a newer staged build stays
+            return CheckOutcome(
+                f"kept in builds/, older than staged {state.staged.version} "
+                "(the feed went back)",
+                package.version,
+            )
         event = Event(
             EventKind.STAGED,
             app.name,
@@ -123,12 +129,13 @@ class Stager:
             first_seen=_first_seen(state, package),
         )
 
-    def _point_staged(self, app: App, state: AppState, build: Build) -> None:
+    def _point_staged(self, app: App, state: AppState, build: Build) -> bool:
+        """Point ``staged/`` at ``build`` unless a newer build is staged already."""
         previous = state.staged
         if previous is not None and version_key(previous.version) > version_key(
             build.version
         ):
-            return
+            return False
         self.store.copy(build.blob, tier_blob("staged", app.name))
         state.staged = Tier(
             version=build.version,
@@ -146,6 +153,7 @@ class Stager:
                 command=COMMAND,
             )
         )
+        return True
 
     def _drop_orphans(self, app: App, state: AppState) -> None:
         for orphan in orphan_builds(self.store, app.name, state):

@@ -67,12 +67,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "-v", "--verbose", action="count", default=0, help="more detail"
     )
     args = parser.parse_args(argv)
-    if (args.hold or args.fast_track) and not clean_reason(args.reason):
-        parser.error("--hold and --fast-track need --reason TEXT")
+    _check_combination(parser, args)
     for name in (args.rollback, args.hold, args.release, args.fast_track, *args.app):
         if name is not None and not APP_NAME.match(name):
             parser.error(f"{name!r} is not an app short name such as 'word'")
     return args
+
+
+def _check_combination(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> None:
+    """Refuse flags that would be ignored, so that no command runs by surprise."""
+    single = args.rollback or args.hold or args.release or args.fast_track
+    if (args.hold or args.fast_track) and not clean_reason(args.reason):
+        parser.error("--hold and --fast-track need --reason TEXT")
+    if args.reason and not single:
+        parser.error("--reason goes with --rollback, --hold, --release or --fast-track")
+    if args.deep and not args.verify:
+        parser.error("--deep goes with --verify")
+    if args.app and (single or args.verify):
+        parser.error(
+            "--app limits a scheduled promotion or --status; name one app otherwise"
+        )
+    if args.dry_run and (args.status or args.verify):
+        parser.error("--status and --verify write nothing already; drop --dry-run")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         catalog = load_catalog(settings.catalog)
         runtime = Runtime(settings, _command(args))
         return _dispatch(runtime, catalog, args)
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader (a pager, head) went away: not an error
+        return 0
     except M365Error as exc:
         message = redact(str(exc))
         log.error("%s", message)
@@ -127,15 +148,28 @@ def _lag(
 
 
 def _selected(
-    manifest: Manifest, runtime: Runtime, args: argparse.Namespace
+    manifest: Manifest,
+    catalog: dict[str, App],
+    runtime: Runtime,
+    args: argparse.Namespace,
 ) -> list[str]:
+    """Return the apps to promote: named ones, else every catalog app with a state."""
     names = args.app or list(runtime.settings.apps)
-    unknown = [n for n in names if n not in manifest.apps]
+    unknown = [n for n in names if n not in catalog]
     if unknown:
         raise SettingsError(
-            f"no recorded state for {', '.join(unknown)}; run check_updates.py first"
+            f"unknown app {', '.join(unknown)}: not in the catalog (M365_CATALOG?)"
         )
-    return names or sorted(manifest.apps)
+    missing = [n for n in names if n not in manifest.apps]
+    if missing:
+        raise SettingsError(
+            f"no recorded state for {', '.join(missing)}; run check_updates.py first"
+        )
+    if names:
+        return names
+    for name in sorted(set(manifest.apps) - set(catalog)):
+        log.info("%s: not in the catalog any more; not promoted", name)
+    return sorted(set(manifest.apps) & set(catalog))
 
 
 def _scheduled(
@@ -144,23 +178,18 @@ def _scheduled(
     report = Report()
     if args.dry_run:
         manifest = runtime.load()
-        for name in _selected(manifest, runtime, args):
-            _log_plan(
-                plan(
-                    name,
-                    manifest.apps[name],
-                    _lag(name, catalog, runtime, manifest),
-                    runtime.now,
-                ),
-                dry_run=True,
-            )
+        for name in _selected(manifest, catalog, runtime, args):
+            state = manifest.apps[name]
+            lag = _lag(name, catalog, runtime, manifest)
+            _log_plan(name, state, plan(name, state, lag, runtime.now), dry_run=True)
         return 0
 
     with runtime.writing() as (base, work):
         if runtime.settings.lag_days is not None:
             work.lag_days = runtime.settings.lag_days
         promoter = Promoter(runtime.store, runtime.now, runtime.command)
-        for name in _selected(work, runtime, args):
+        names = _selected(work, catalog, runtime, args)
+        for name in names:
             _promote_one(
                 runtime,
                 promoter,
@@ -171,8 +200,23 @@ def _scheduled(
             )
         runtime.save(base, work, _message(report.events), report)
         _drop_unrecorded(runtime, work)  # also what a run killed before it left
+    _summarise(names, report)
     runtime.publish(report)
     return 1 if report.failed else 0
+
+
+def _summarise(names: list[str], report: Report) -> None:
+    def count(kind: EventKind) -> int:
+        return len({e.app for e in report.events if e.kind is kind})
+
+    log.info(
+        "promotion over %d app%s: %d promoted, %d held back, %d failed",
+        len(names),
+        "" if len(names) == 1 else "s",
+        count(EventKind.PROMOTED),
+        count(EventKind.HELD),
+        count(EventKind.FAILED),
+    )
 
 
 def _promote_one(
@@ -187,17 +231,18 @@ def _promote_one(
     try:
         repair_tiers(runtime.store, name, trial)
         decision = plan(name, trial, lag, runtime.now)
-        _log_plan(decision, dry_run=False)
         report.events += _held_back_events(runtime, decision)
         if decision.action == "promote" and decision.build is not None:
             report.events.append(
                 promoter.promote(name, trial, decision.build, decision.reason)
             )
+        _log_plan(name, trial, decision, dry_run=False)
     except M365Error as exc:
         message = redact(str(exc))
         log.error("%s: %s", name, message)
         annotate_error(f"{name}: {message}")
         report.fail(name, exc, runtime.now)
+        _log_plan(name, work.apps[name], None, dry_run=False)
         return
     work.apps[name] = trial
 
@@ -271,6 +316,9 @@ def _print_single_plan(manifest: Manifest, name: str, args: argparse.Namespace) 
 def _hold_or_release(runtime: Runtime, args: argparse.Namespace) -> int:
     name = args.hold or args.release
     if args.dry_run:
+        state = _state(runtime.load(), name)
+        if args.release and state.hold is None:
+            raise PromotionError(f"{name}: is not on hold; nothing to release")
         print(f"would {'hold' if args.hold else 'release'} {name}")  # noqa: T201
         return 0
     with runtime.writing() as (base, work):
@@ -319,29 +367,27 @@ def _verify(runtime: Runtime, *, deep: bool) -> int:
     return 0 if report.ok else 1
 
 
-def _log_plan(decision: Plan, *, dry_run: bool) -> None:
-    prefix = "would promote" if dry_run else "promote"
+def _log_plan(
+    name: str, state: AppState, decision: Plan | None, *, dry_run: bool
+) -> None:
+    """Log the one INFO line of an app: its tiers and what promotion did or would do."""
+    outcome = "failed" if decision is None else _outcome(decision, dry_run=dry_run)
+    log.info(
+        "%s: live=%s staged=%s outcome=%s",
+        name,
+        _v(state.live),
+        _v(state.staged),
+        outcome,
+    )
+
+
+def _outcome(decision: Plan, *, dry_run: bool) -> str:
+    pulled = ", ".join(b.version for b in decision.pulled)
+    held_back = f"; held back {pulled} (no longer in the feed)" if pulled else ""
     if decision.action == "promote" and decision.build is not None:
-        log.info(
-            "%s: %s %s (%s)",
-            decision.app,
-            prefix,
-            decision.build.version,
-            decision.reason,
-        )
-    elif (
-        decision.action == "wait"
-        and decision.build is not None
-        and decision.due is not None
-    ):
-        log.info(
-            "%s: %s ageing, due %s",
-            decision.app,
-            decision.build.version,
-            _when(decision.due),
-        )
-    else:
-        log.info("%s: %s", decision.app, decision.reason or decision.action)
+        verb = "would promote" if dry_run else "promoted"
+        return f"{verb} {decision.build.version} ({decision.reason}){held_back}"
+    return _next(decision) + held_back
 
 
 def _print_status(
@@ -373,6 +419,9 @@ def _next(decision: Plan) -> str:
         return f"{decision.build.version} due {_when(decision.due)}"
     if decision.action == "promote" and decision.build:
         return f"{decision.build.version} due now"
+    if decision.blocked:
+        versions = ", ".join(b.version for b in decision.blocked)
+        return f"{decision.reason}; {versions} blocked by a rollback"
     return decision.reason or decision.action
 
 
