@@ -991,3 +991,34 @@ def test_rollback_failing_half_way_puts_storage_back_as_recorded(
     assert promote(["--rollback", "word"]) == 0
     assert _tiers(tmp_path) == (None, v1, v2.version)
     _verified(tmp_path)
+
+
+def test_hand_edit_on_github_survives_recovery_from_the_journal(
+    feeds: Feeds,
+    github: FakeGitHub,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    word = feeds.packages["word"]
+    _at(monkeypatch, T0)
+    assert check(["--app", "word", "--app", "mau"]) == 0
+    publish(feeds, "word", word.version, "16.113.26090110", package_body("w2", 90_000))
+    github.refuse_puts = [(502, "Bad Gateway")] * 10
+    _at(monkeypatch, T0 + timedelta(days=1))
+    assert check(["--app", "word"]) == 1  # the commit failed; the store's copy is ahead
+    github.refuse_puts = []
+    edited = json.loads(github.text or "")
+    edited["apps"]["mau"]["hold"] = {
+        "reason": "known bad",
+        "since": "2026-09-02T00:00:00Z",
+    }
+    github.text, github.sha = json.dumps(edited, indent=2), github.sha + 1
+
+    _at(monkeypatch, T0 + timedelta(days=20))
+    assert promote([]) == 0
+
+    recorded = json.loads(github.text or "")
+    assert recorded["apps"]["mau"]["hold"]["reason"] == "known bad"
+    assert recorded["apps"]["mau"]["live"] is None, "a held build was promoted"
+    assert recorded["apps"]["word"]["live"]["version"] == "16.113.26090110"
+    _verified(tmp_path)

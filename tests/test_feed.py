@@ -425,7 +425,7 @@ def test_parse_manifest_delta_of_an_older_build_does_not_matter() -> None:
 @pytest.mark.parametrize(
     ("document", "message"),
     [
-        ([delta_dict(OFFICE, "16.111.26072014", "")], r"not a \.pkg"),
+        ([delta_dict(OFFICE, "16.111.26072014", "")], r"not a plain \.pkg"),
         (
             [
                 {
@@ -516,7 +516,7 @@ def test_package_file_name_gives_last_segment(url: str, name: str) -> None:
     ids=["not-pkg", "no-name", "encoded-slash", "encoded-backslash", "hidden"],
 )
 def test_package_file_name_unusable_name_raises_feed_error(url: str) -> None:
-    with pytest.raises(FeedError, match=r"not a \.pkg package URL"):
+    with pytest.raises(FeedError, match=r"not a plain \.pkg file name"):
         package_file_name(url)
 
 

@@ -18,6 +18,7 @@ CHANNELS = {
 }
 # \Z, not $: "$" also matches before a final newline, and "word\n" is no short name.
 _GUID = re.compile(r"^[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}\Z")
+MAX_LAG_DAYS = 3650.0  # ten years; also the ceiling of M365_LAG_DAYS
 APP_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}\Z")
 _APP_ID = re.compile(r"^[A-Za-z0-9]{2,20}\Z")
 _KEYS = {"app_id", "name", "bundle_id", "channel", "lag_days", "enabled", "on_demand"}
@@ -178,9 +179,11 @@ def _merge(base: App, table: dict[str, object]) -> App:
         isinstance(lag, bool)
         or not isinstance(lag, int | float)
         or not math.isfinite(lag)
-        or lag < 0
+        or not 0 <= lag <= MAX_LAG_DAYS
     ):
-        raise _BadValueError("lag_days", "lag_days must be a number of days, 0 or more")
+        raise _BadValueError(
+            "lag_days", f"lag_days must be a number of days from 0 to {MAX_LAG_DAYS:g}"
+        )
     return replace(
         base,
         app_id=app_id,

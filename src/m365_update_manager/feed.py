@@ -2,6 +2,7 @@
 
 import logging
 import plistlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +33,8 @@ UNKNOWN_VERSION = "99999"  # the -chk.xml sentinel for "no version known"
 DELTA_MARKERS = ("_to_", "Delta", "BinaryDelta")
 NO_CHK_STATUS = frozenset({400, 404})
 LOCALE = "0409"  # en-US; every MAU tool uses it
+MAX_FILE_NAME = 200  # bytes; the longest real name is under 60
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # How a full-package candidate ranks among those of the same build (see parse_manifest).
 Rank = tuple[int, tuple[int, ...], str]
@@ -67,9 +70,20 @@ def version_key(version: str) -> tuple[int, ...]:
 
 def package_file_name(url: str) -> str:
     """Return the last path segment of a package URL, refusing anything but a plain name."""
-    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
-    if not name.endswith(".pkg") or "/" in name or "\\" in name or name.startswith("."):
-        raise FeedError(f"refused {url}: not a .pkg package URL")
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        raise FeedError(f"refused {url!r}: not a URL") from None
+    name = unquote(path.rsplit("/", 1)[-1])
+    plain = (
+        name.endswith(".pkg")
+        and not name.startswith(".")
+        and len(name.encode()) <= MAX_FILE_NAME
+        and not any(c in name for c in "/\\")
+        and not _CONTROL.search(name)
+    )
+    if not plain:
+        raise FeedError(f"refused {url!r}: not a plain .pkg file name")
     return name
 
 

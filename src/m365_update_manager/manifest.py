@@ -57,7 +57,9 @@ Version = Annotated[
     str, Field(min_length=1, max_length=64), AfterValidator(_build_number)
 ]
 Url = Annotated[str, Field(pattern=r"^https?://[^\s/]+/\S*$")]
-BlobName = Annotated[str, Field(pattern=r"^builds/[a-z0-9_-]+/[0-9.]+/[^/\\]+\.pkg$")]
+BlobName = Annotated[
+    str, Field(pattern=r"^builds/[a-z0-9_-]+/[0-9.]+/[^/\\\x00-\x1f\x7f]+\.pkg\z")
+]
 
 
 class _Model(BaseModel):
@@ -93,6 +95,7 @@ class FeedState(_Model):
     download_url: Url
     seen_at: Timestamp
     chk: bool = True
+    chk_misses: int = Field(0, ge=0)
 
 
 class Hold(_Model):
@@ -150,7 +153,7 @@ class Manifest(_Model):
     last_updated: Timestamp | None = None
     revision: int = Field(0, ge=0)
     channel: Annotated[str, AfterValidator(_known_channel)] = "current"
-    lag_days: float = Field(14.0, ge=0, allow_inf_nan=False)
+    lag_days: float = Field(14.0, ge=0, le=3650, allow_inf_nan=False)
     apps: dict[str, AppState] = Field(default_factory=dict)
 
     def dump(self) -> str:
@@ -178,6 +181,8 @@ def parse_manifest_text(text: str, source: str) -> Manifest:
         raise ManifestError(
             f"{source}: broken JSON at line {exc.lineno} ({exc.msg}); fix or restore it"
         ) from None
+    except RecursionError:
+        raise ManifestError(f"{source}: nested too deeply to be a manifest") from None
     if not isinstance(data, dict):
         raise ManifestError(f"{source}: the top level must be a JSON object")
 
@@ -306,6 +311,9 @@ def merge(base: Manifest, ours: Manifest, theirs: Manifest) -> Manifest:
         if getattr(ours, key) != getattr(base, key):
             setattr(merged, key, getattr(ours, key))
     for name, state in ours.apps.items():
+        removed = name not in theirs.apps and base.apps.get(name) == state
+        if removed:  # the other writer dropped an app this run did not touch
+            continue
         merged.apps[name] = _merge_app(
             base.apps.get(name), state, theirs.apps.get(name)
         )

@@ -322,10 +322,21 @@ def _shorten(items: Sequence[str], limit: int) -> str:
 def _marker(kind: EventKind, events: Sequence[Event], command: str) -> str:
     if kind is EventKind.FAILED:
         return f"<!-- m365-update-manager:failure={_marker_token(command)} -->"
-    items = sorted(
-        {f"{_marker_token(e.app)}@{_marker_token(e.to_version or '-')}" for e in events}
-    )
+    items = sorted({_marker_item(kind, e) for e in events})
     return f"<!-- m365-update-manager:event={kind.value}:{','.join(items)} -->"
+
+
+def _marker_item(kind: EventKind, event: Event) -> str:
+    """Name an event for de-duplication.
+
+    Staged and held-back builds are the same event when re-run; a promotion or a
+    rollback is a transition that may happen again (roll back, forward, back), so
+    its moment is part of its name.
+    """
+    item = f"{_marker_token(event.app)}@{_marker_token(event.to_version or '-')}"
+    if kind in {EventKind.PROMOTED, EventKind.ROLLED_BACK}:
+        item += "~" + event.when.strftime("%Y%m%dT%H%M%SZ")
+    return item
 
 
 def _marker_token(text: str) -> str:

@@ -99,10 +99,15 @@ def fast_track_plan(app: str, state: AppState) -> Plan:
             f"'python promote.py --release {app}'; nothing changed"
         )
     live = version_key(state.live.version) if state.live else None
-    newer = [b for b in state.builds if live is None or version_key(b.version) > live]
+    newer = [
+        b
+        for b in state.builds
+        if (live is None or version_key(b.version) > live) and not _pulled(state, b)
+    ]
     if not newer:
         raise PromotionError(
-            f"{app}: no build newer than live to fast-track; run check_updates.py first"
+            f"{app}: no build newer than live that the feed still offers; "
+            "run check_updates.py first"
         )
     return Plan(
         app, "promote", max(newer, key=lambda b: version_key(b.version)), "fast track"

@@ -32,7 +32,8 @@ from m365_update_manager.store_local import LocalBlobStore
 
 log = logging.getLogger(__name__)
 
-JOURNAL_BLOB = "state/manifest.json"
+JOURNAL_BLOB = "state/manifest.json"  # the state as storage holds it, every change
+COMMITTED_BLOB = "state/committed.json"  # the state last committed to GitHub
 
 
 def _is_newer(journal: Manifest, recorded: Manifest) -> bool:
@@ -95,17 +96,26 @@ class Runtime:
         run's commit failed, the journal is newer and is what storage holds.
         """
         recorded = self.recorded = self._load_recorded()
-        journal = self._read_journal()
+        journal = self._read_state(JOURNAL_BLOB)
         if journal is None or not _is_newer(journal, recorded):
             return recorded
         self.record_behind = True
+        if self.remote is None:
+            log.warning(
+                "%s is missing or older than the store's copy %s; carrying on from "
+                "the store's copy, which matches storage",
+                self.state_file.path,
+                JOURNAL_BLOB,
+            )
+            return journal
         log.warning(
-            "%s is behind the store's journal %s (an earlier commit failed?); using "
-            "the journal, which matches storage",
+            "%s on GitHub is behind the store's copy %s (an earlier commit failed); "
+            "carrying on from the store's copy, with any hand edits made since",
             self.repo_path,
             JOURNAL_BLOB,
         )
-        return journal
+        committed = self._read_state(COMMITTED_BLOB) or recorded
+        return merge(committed, journal, recorded)
 
     def _load_recorded(self) -> Manifest:
         if self.remote is None:
@@ -115,15 +125,15 @@ class Runtime:
             return self.state_file.load()
         return parse_manifest_text(text, f"{self.repo_path} on GitHub")
 
-    def _read_journal(self) -> Manifest | None:
-        if self.store.info(JOURNAL_BLOB) is None:
+    def _read_state(self, name: str) -> Manifest | None:
+        if self.store.info(name) is None:
             return None
-        text = b"".join(self.store.read(JOURNAL_BLOB)).decode("utf-8", "replace")
-        return parse_manifest_text(text, self.store.location(JOURNAL_BLOB))
+        text = b"".join(self.store.read(name)).decode("utf-8", "replace")
+        return parse_manifest_text(text, self.store.location(name))
 
-    def _write_journal(self, manifest: Manifest) -> None:
-        data = manifest.dump().encode()
-        writer = self.store.writer(JOURNAL_BLOB)
+    def _write_state(self, name: str, text: str) -> None:
+        data = text.encode()
+        writer = self.store.writer(name)
         writer.write(data)
         writer.commit(format_time(self.now), hashlib.sha256(data).hexdigest())
 
@@ -144,24 +154,36 @@ class Runtime:
         work.last_updated = self.now
         work.revision = base.revision + 1
         self.state_file.save(work)
-        self._write_journal(work)
-        if self.remote is None:
-            return True
+        self._write_state(JOURNAL_BLOB, work.dump())
+        if self.remote is not None:
+            self._commit(base, work, message, report)
+        return True
+
+    def _commit(
+        self, base: Manifest, work: Manifest, message: str, report: Report
+    ) -> None:
+        """Commit to GitHub, re-applying this run's changes to what is there now."""
+        assert self.remote is not None  # noqa: S101  # only called with a remote
+        # Behind the journal, the record lacks the journal's changes too.
+        ours_from = self.recorded if self.record_behind and self.recorded else base
+        sent: list[str] = []
 
         def update(current: str | None) -> str:
             if current is None:
-                return work.dump()
-            theirs = parse_manifest_text(current, f"{self.repo_path} on GitHub")
-            # Behind the journal, the record lacks the journal's changes too.
-            ours_from = self.recorded if self.record_behind and self.recorded else base
-            return merge(ours_from, work, theirs).dump()
+                text = work.dump()
+            else:
+                theirs = parse_manifest_text(current, f"{self.repo_path} on GitHub")
+                text = merge(ours_from, work, theirs).dump()
+            sent[:] = [text]
+            return text
 
         try:
             self.remote.commit(self.repo_path, update, message)
         except GitHubError as exc:
             log.error("%s (the state is saved in %s)", exc, self.state_file.path)
             report.fail("manifest.json", exc, self.now)
-        return True
+            return
+        self._write_state(COMMITTED_BLOB, sent[-1])
 
     def publish(self, report: Report) -> None:
         """Tell people what happened: issues (or stdout) and the step summary."""

@@ -18,7 +18,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from m365_update_manager.catalog import channel_guid
+from m365_update_manager.catalog import MAX_LAG_DAYS, channel_guid
 from m365_update_manager.errors import SettingsError
 from m365_update_manager.logs import register_secrets
 
@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     )
     apps: Annotated[tuple[str, ...], NoDecode] = Field((), alias="M365_APPS")
     channel: str | None = Field(None, alias="M365_CHANNEL")
-    lag_days: float | None = Field(None, alias="M365_LAG_DAYS", ge=0)
+    lag_days: float | None = Field(None, alias="M365_LAG_DAYS", ge=0, le=MAX_LAG_DAYS)
     catalog: Path | None = Field(None, alias="M365_CATALOG")
     now: datetime | None = Field(None, alias="M365_NOW")
     manifest: Path = Field(Path("manifest.json"), alias="M365_MANIFEST")

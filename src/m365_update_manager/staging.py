@@ -15,6 +15,7 @@ from m365_update_manager.transfer import Expected, Transfer
 log = logging.getLogger(__name__)
 
 COMMAND = "check"
+CHK_MISSES_TO_SKIP = 3  # a 404 can be passing; Remote Help has no -chk.xml at all
 
 
 @dataclass
@@ -59,14 +60,16 @@ class Stager:
         return outcome
 
     def _follow_feed(self, app: App, state: AppState, channel: str) -> CheckOutcome:
-        has_chk, pointer = (
-            (False, None) if _skip_chk(state) else self.feeds.fetch_chk(app, channel)
-        )
+        probed: bool | None = None
+        pointer = None
+        if not _skip_chk(state):
+            probed, pointer = self.feeds.fetch_chk(app, channel)
         if pointer is not None and _already_handled(state, pointer):
+            _note_chk(state, probed)
             return CheckOutcome("up to date", pointer)
 
         package = self.feeds.fetch_latest(app, channel)
-        _record_feed(state, package, has_chk, self.now)
+        _record_feed(state, package, probed, self.now)
         return self._stage_if_new(app, state, package)
 
     def _stage_if_new(
@@ -174,16 +177,33 @@ def _stored(store: BlobStore, build: Build) -> bool:
 
 
 def _skip_chk(state: AppState) -> bool:
-    return state.feed is not None and not state.feed.chk
+    """Go straight to the manifest once ``-chk.xml`` was missing several runs running."""
+    return state.feed is not None and state.feed.chk_misses >= CHK_MISSES_TO_SKIP
+
+
+def _note_chk(state: AppState, probed: bool | None) -> None:
+    """Count consecutive runs without a ``-chk.xml``; one answer resets the count."""
+    feed = state.feed
+    if feed is None or probed is None:
+        return
+    misses = 0 if probed else feed.chk_misses + 1
+    if (feed.chk, feed.chk_misses) != (probed, misses):
+        state.feed = feed.model_copy(update={"chk": probed, "chk_misses": misses})
 
 
 def _already_handled(state: AppState, version: str) -> bool:
-    if state.live is not None and version_key(version) < version_key(
+    """The pointer names the build recorded at the last check, and it was dealt with.
+
+    A pointer that moved, even backwards, means reading the manifest: the feed
+    record must follow it, so that promotion can hold back a pulled build.
+    """
+    feed = state.feed
+    if feed is None or feed.version != version:
+        return False
+    behind_live = state.live is not None and version_key(version) < version_key(
         state.live.version
-    ):
-        return True
-    known = state.feed is not None and state.feed.version == version
-    return known and (state.build(version) is not None or _tier_is(state, version))
+    )
+    return behind_live or state.build(version) is not None or _tier_is(state, version)
 
 
 def _tier_is(state: AppState, version: str) -> bool:
@@ -193,19 +213,23 @@ def _tier_is(state: AppState, version: str) -> bool:
 
 
 def _record_feed(
-    state: AppState, package: FeedPackage, has_chk: bool, now: datetime
+    state: AppState, package: FeedPackage, probed: bool | None, now: datetime
 ) -> None:
+    """Record what the feed offers; ``seen_at`` moves only when the offer changes."""
     feed = state.feed
     if (
         feed is not None
         and feed.version == package.version
         and feed.download_url == package.url
     ):
-        if feed.chk != has_chk:
-            state.feed = feed.model_copy(update={"chk": has_chk})
+        _note_chk(state, probed)
         return
     state.feed = FeedState(
-        version=package.version, download_url=package.url, seen_at=now, chk=has_chk
+        version=package.version,
+        download_url=package.url,
+        seen_at=now,
+        chk=bool(probed),
+        chk_misses=0 if probed else 1,
     )
 
 

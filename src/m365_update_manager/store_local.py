@@ -3,6 +3,7 @@
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -10,10 +11,10 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, ParamSpec, TypeVar
 
 from m365_update_manager.errors import LockError, StorageError
 from m365_update_manager.storage import LOCK_BLOB, BlobInfo
@@ -23,6 +24,27 @@ log = logging.getLogger(__name__)
 META_SUFFIX = ".metadata.json"
 PARTIAL_SUFFIX = ".partial"
 CHUNK = 1024 * 1024
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _as_storage_error(method: Callable[P, R]) -> Callable[P, R]:
+    """Report an operating-system error (a file where a folder belongs, a full disk,
+    a name the file system refuses) as one ``StorageError`` line."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise StorageError(
+                f"local folder store: {method.__name__} failed ({exc}); "
+                "check M365_STORE_DIR and the disk"
+            ) from None
+
+    return wrapper
 
 
 class LocalBlobStore:
@@ -49,6 +71,7 @@ class LocalBlobStore:
                 f"cannot create the store folder {self.root}: {exc}"
             ) from None
 
+    @_as_storage_error
     def info(self, name: str) -> BlobInfo | None:
         """Return a blob's size and metadata, or None when it does not exist."""
         path = self._path(name)
@@ -59,6 +82,7 @@ class LocalBlobStore:
         meta = _checked_meta(path, stat, self._read_meta(path))
         return BlobInfo(name, stat.st_size, meta.get("version"), meta.get("sha256"))
 
+    @_as_storage_error
     def list(self, prefix: str) -> list[BlobInfo]:
         """Return every blob whose name starts with ``prefix``."""
         if not self.root.is_dir():
@@ -99,6 +123,7 @@ class LocalBlobStore:
         assert info is not None  # noqa: S101  # just written under the store lock
         return info
 
+    @_as_storage_error
     def delete(self, name: str) -> None:
         """Delete a blob and its metadata; a missing blob is not an error."""
         path = self._path(name)

@@ -201,6 +201,8 @@ class Transfer:
                 f"{url} sent no Content-Length; cannot verify the package is whole"
             )
         total = int(header)
+        if total == 0:
+            raise DownloadError(f"{url} is empty (Content-Length 0); not a package")
         if total > self.max_bytes:
             raise DownloadError(
                 f"{url} is {total} bytes, over M365_MAX_PACKAGE_BYTES ({self.max_bytes}); "

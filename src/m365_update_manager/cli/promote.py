@@ -11,6 +11,7 @@ from m365_update_manager.audit import audit
 from m365_update_manager.catalog import APP_NAME, App, load_catalog
 from m365_update_manager.errors import M365Error, PromotionError, SettingsError
 from m365_update_manager.events import Event, EventKind
+from m365_update_manager.feed import version_key
 from m365_update_manager.logs import configure_logging, redact
 from m365_update_manager.manifest import AppState, Manifest, clean_reason
 from m365_update_manager.promotion import Plan, Promoter, fast_track_plan, plan
@@ -153,7 +154,11 @@ def _selected(
     runtime: Runtime,
     args: argparse.Namespace,
 ) -> list[str]:
-    """Return the apps to promote: named ones, else every catalog app with a state."""
+    """Return the apps to promote: named ones, else every catalog app with a state.
+
+    An app named with ``--app`` must have a recorded state; one listed in
+    ``M365_APPS`` without a state yet (its first check failed) is only skipped.
+    """
     names = args.app or list(runtime.settings.apps)
     unknown = [n for n in names if n not in catalog]
     if unknown:
@@ -161,12 +166,14 @@ def _selected(
             f"unknown app {', '.join(unknown)}: not in the catalog (M365_CATALOG?)"
         )
     missing = [n for n in names if n not in manifest.apps]
-    if missing:
+    if missing and args.app:
         raise SettingsError(
             f"no recorded state for {', '.join(missing)}; run check_updates.py first"
         )
+    for name in missing:
+        log.warning("%s: no recorded state yet (no check staged it); skipped", name)
     if names:
-        return names
+        return [n for n in names if n in manifest.apps]
     for name in sorted(set(manifest.apps) - set(catalog)):
         log.info("%s: not in the catalog any more; not promoted", name)
     return sorted(set(manifest.apps) & set(catalog))
@@ -344,11 +351,28 @@ def _state(manifest: Manifest, name: str) -> AppState:
 
 
 def _drop_unrecorded(runtime: Runtime, work: Manifest) -> None:
-    """Delete build blobs the saved state no longer records (old builds, after rotation)."""
+    """Delete build blobs older than previous that the saved state no longer records.
+
+    A newer unrecorded build is a verified download a failed check left behind:
+    the next check adopts it instead of downloading it again.
+    """
     for name, state in work.apps.items():
+        floor = state.previous or state.live
+        if floor is None:
+            continue
         for orphan in orphan_builds(runtime.store, name, state):
-            log.info("%s: removing %s, older than previous", name, orphan.name)
-            runtime.store.delete(orphan.name)
+            if _older_than(orphan.name, floor.version):
+                log.info("%s: removing %s, older than previous", name, orphan.name)
+                runtime.store.delete(orphan.name)
+
+
+def _older_than(blob: str, version: str) -> bool:
+    """Tell from a ``builds/<app>/<version>/<file>`` name whether it is older."""
+    parts = blob.split("/")
+    try:
+        return len(parts) == 4 and version_key(parts[2]) < version_key(version)
+    except ValueError:
+        return False
 
 
 def _verify(runtime: Runtime, *, deep: bool) -> int:
