@@ -110,9 +110,15 @@ def test_check_server_error_then_success_is_retried(
     assert hashlib.sha256(_blob_bytes("staged/mau.pkg")).hexdigest() == mau.sha256
 
 
-def test_check_dry_run_writes_nothing(feeds: Feeds, tmp_path: Path) -> None:
+def test_check_dry_run_prints_the_plan_and_writes_nothing(
+    feeds: Feeds, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["--dry-run", "--app", "word"]) == 0
 
+    assert (
+        capsys.readouterr().out
+        == f"would stage word {feeds.packages['word'].version}\n"
+    )
     assert not (tmp_path / "manifest.json").exists()
     assert not (tmp_path / "blobstore").exists()
     assert feeds.packages["word"].path not in feeds.cdn.state.requests

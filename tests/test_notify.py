@@ -182,7 +182,7 @@ def test_render_markdown_local_time_shows_as_utc() -> None:
         (EventKind.PROMOTED, "`python promote.py --rollback word`"),
         (EventKind.ROLLED_BACK, "does not downgrade Macs that already installed"),
         (EventKind.HELD, "Microsoft's release notes"),
-        (EventKind.FAILED, "re-run `check`"),
+        (EventKind.FAILED, "run `python check_updates.py` again"),
     ],
     ids=[kind.value for kind in EventKind],
 )

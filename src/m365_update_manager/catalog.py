@@ -136,7 +136,10 @@ def _apply(
         )
     unknown = sorted(set(table) - _KEYS)
     if unknown:
-        raise SettingsError(f"{where(unknown[0])}: unknown key {', '.join(unknown)}")
+        raise SettingsError(
+            f"{where(unknown[0])}: unknown key {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(_KEYS))})"
+        )
     for key in ("enabled", "on_demand"):
         if key in table and not isinstance(table[key], bool):
             raise SettingsError(f"{where(key)}: {key} must be true or false")

@@ -73,7 +73,7 @@ _NEXT_STEPS = {
         "Check the run log for the whole error. Likely causes: the feed or CDN was"
         " unreachable (the next run tries again), a download host missing from"
         " `M365_ALLOWED_HOSTS`, expired storage credentials, or a package that did"
-        " not verify. Fix the cause, then re-run `{command}`."
+        " not verify. Fix the cause, then run `{script}` again."
     ),
 }
 
@@ -104,9 +104,9 @@ def render_markdown(
     groups = _group(events)
     sections = [_section(kind, group, command) for kind, group in groups.items()]
     if not sections:
-        sections.append(f"m365-update-manager `{command}`: nothing to report.")
+        sections.append(f"`{script_of(command)}`: nothing to report.")
 
-    origin = f"From a `{command}` run"
+    origin = f"From `{script_of(command)}`"
     sections.append(f"{origin}: [run log]({run_url})." if run_url else f"{origin}.")
     return "\n\n".join(sections) + "\n"
 
@@ -263,7 +263,7 @@ def _section(kind: EventKind, events: Sequence[Event], command: str) -> str:
 
     apps = sorted({event.app for event in events})
     app = apps[0] if len(apps) == 1 else "APP"
-    parts.append(_NEXT_STEPS[kind].format(app=app, command=command))
+    parts.append(_NEXT_STEPS[kind].format(app=app, script=script_of(command)))
     return "\n\n".join(parts)
 
 
@@ -317,6 +317,18 @@ def _shorten(items: Sequence[str], limit: int) -> str:
         if len(text) <= limit:
             return text
     return text[:limit]
+
+
+SCRIPTS = {
+    "check": "python check_updates.py",
+    "schedule": "python promote.py (scheduled)",
+    "manual": "python promote.py",
+}
+
+
+def script_of(command: str) -> str:
+    """Return the command line a person would type for a run's ``command``."""
+    return SCRIPTS.get(command, f"python promote.py --{command}")
 
 
 def _marker(kind: EventKind, events: Sequence[Event], command: str) -> str:

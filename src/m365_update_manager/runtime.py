@@ -76,11 +76,6 @@ class Runtime:
                 "M365_NOW is set: this run takes the time to be %s",
                 self.now.isoformat(),
             )
-        if self.remote is None:
-            log.info(
-                "no GITHUB_TOKEN/GITHUB_REPOSITORY: the state is %s only",
-                self.state_file.path,
-            )
 
     @property
     def repo_path(self) -> str:
@@ -140,6 +135,11 @@ class Runtime:
     @contextmanager
     def writing(self) -> Iterator[tuple[Manifest, Manifest]]:
         """Hold the store's lock for the whole run; yield (as read, to change)."""
+        if self.remote is None:
+            log.info(
+                "no GITHUB_TOKEN/GITHUB_REPOSITORY: the state is %s only",
+                self.state_file.path,
+            )
         self.store.ensure_ready()
         with self.store.lock(self.settings.lock_timeout):
             base = self.load()

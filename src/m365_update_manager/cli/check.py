@@ -85,15 +85,24 @@ def _dry_run(runtime: Runtime, apps: list[App]) -> Report:
     report = Report()
     manifest = runtime.load()
     stager = _stager(runtime, dry_run=True)
+    would = []
     for app in apps:
-        _check_one(runtime, stager, app, manifest.model_copy(deep=True), report)
-    _summarise(apps, report)
+        outcome = _check_one(
+            runtime, stager, app, manifest.model_copy(deep=True), report
+        )
+        if outcome.outcome == "would stage":
+            would.append(f"{app.name} {outcome.found}")
+    for line in would:
+        print(f"would stage {line}")  # noqa: T201  # the plan is the command's output
+    if not would:
+        print("nothing to stage")  # noqa: T201
+    _summarise(apps, report, would=len(would))
     return report
 
 
 def _check_one(
     runtime: Runtime, stager: Stager, app: App, work: Manifest, report: Report
-) -> None:
+) -> CheckOutcome:
     state = work.apps.get(app.name) or AppState.new(app)
     channel = app.channel or runtime.settings.channel or work.channel
     trial = state.model_copy(deep=True)
@@ -109,6 +118,7 @@ def _check_one(
         work.apps[app.name] = trial
         report.events += outcome.events
     _log_line(app, work.apps.get(app.name) or state, outcome)
+    return outcome
 
 
 def _stager(runtime: Runtime, *, dry_run: bool) -> Stager:
@@ -149,10 +159,12 @@ def _log_line(app: App, state: AppState, outcome: CheckOutcome) -> None:
     )
 
 
-def _summarise(apps: list[App], report: Report) -> None:
+def _summarise(apps: list[App], report: Report, would: int | None = None) -> None:
     failed = sum(1 for e in report.events if e.kind is EventKind.FAILED)
     staged = sum(1 for e in report.events if e.kind is EventKind.STAGED)
-    log.info("checked %d apps: %d staged, %d failed", len(apps), staged, failed)
+    done = f"{would} would be staged" if would is not None else f"{staged} staged"
+    plural = "" if len(apps) == 1 else "s"
+    log.info("checked %d app%s: %s, %d failed", len(apps), plural, done, failed)
 
 
 def _message(staged: list[Event]) -> str:
