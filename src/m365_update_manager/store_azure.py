@@ -17,6 +17,7 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceExistsError,
     ResourceNotFoundError,
+    ServiceRequestError,
 )
 from azure.storage.blob import (
     BlobBlock,
@@ -48,17 +49,28 @@ COPY_TIMEOUT_SECONDS = 30 * 60
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 
 
+def _reason(exc: BaseException) -> str:
+    """Say in one line why Azure failed, and what to check for the usual causes."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, ClientAuthenticationError) or status == 403:
+        return (
+            f"Azure refused the credentials ({short_reason(exc)}); check "
+            "AZURE_STORAGE_CONNECTION_STRING, or the identity's role on the container"
+        )
+    if isinstance(exc, ServiceRequestError):
+        return (
+            "cannot reach the storage endpoint; check AZURE_STORAGE_ACCOUNT_URL or "
+            "the connection string's BlobEndpoint, and that the service is running"
+        )
+    return short_reason(exc)
+
+
 def _azure_call(what: str, call: Callable[[], T]) -> T:
     """Run one SDK call, turning Azure's exceptions into one ``StorageError`` line."""
     try:
         return call()
-    except ClientAuthenticationError as exc:
-        raise StorageError(
-            f"{what}: Azure refused the credentials ({short_reason(exc)}); check "
-            "AZURE_STORAGE_CONNECTION_STRING or the identity's role on the container"
-        ) from None
     except AzureError as exc:
-        raise StorageError(f"{what}: {short_reason(exc)}") from None
+        raise StorageError(f"{what}: {_reason(exc)}") from None
 
 
 class AzureBlobStore:
@@ -83,7 +95,13 @@ class AzureBlobStore:
     @classmethod
     def from_settings(cls, settings: "Settings") -> "AzureBlobStore":
         """Connect with a connection string, or with Entra ID to an account URL."""
-        options: dict[str, Any] = {"connection_timeout": 20, "read_timeout": 120}
+        # Retries back off from 2 s (not the SDK's 15 s): a dead endpoint fails fast.
+        options: dict[str, Any] = {
+            "connection_timeout": 20,
+            "read_timeout": 120,
+            "initial_backoff": 2,
+            "increment_base": 2,
+        }
         credential: Any
         try:
             if settings.connection_string is not None:
@@ -118,7 +136,7 @@ class AzureBlobStore:
             return
         except AzureError as exc:
             raise StorageError(
-                f"cannot create or reach {self.description}: {short_reason(exc)}"
+                f"cannot create or reach {self.description}: {_reason(exc)}"
             ) from None
 
     def info(self, name: str) -> BlobInfo | None:
@@ -129,7 +147,7 @@ class AzureBlobStore:
         except ResourceNotFoundError:
             return None
         except AzureError as exc:
-            raise StorageError(f"cannot read {name}: {short_reason(exc)}") from None
+            raise StorageError(f"cannot read {name}: {_reason(exc)}") from None
         meta = props.metadata or {}
         return BlobInfo(name, int(props.size), meta.get("version"), meta.get("sha256"))
 
@@ -174,13 +192,13 @@ class AzureBlobStore:
         except HttpResponseError as exc:
             if getattr(exc, "error_code", None) != "APINotImplemented":
                 raise StorageError(
-                    f"cannot copy {source} to {destination}: {short_reason(exc)}"
+                    f"cannot copy {source} to {destination}: {_reason(exc)}"
                 ) from None
             log.debug("Put Block From URL not implemented here; using Copy Blob")
             self._copy_and_wait(src, dst, source, destination)
         except AzureError as exc:
             raise StorageError(
-                f"cannot copy {source} to {destination}: {short_reason(exc)}"
+                f"cannot copy {source} to {destination}: {_reason(exc)}"
             ) from None
         info = self.info(destination)
         if info is None or info.size != int(props.size):
@@ -266,7 +284,7 @@ class AzureBlobStore:
         except ResourceNotFoundError:
             return
         except AzureError as exc:
-            raise StorageError(f"cannot delete {name}: {short_reason(exc)}") from None
+            raise StorageError(f"cannot delete {name}: {_reason(exc)}") from None
 
     def read(self, name: str) -> Iterator[bytes]:
         """Yield a blob's bytes in chunks."""
@@ -277,7 +295,7 @@ class AzureBlobStore:
         try:
             yield from downloader.chunks()
         except AzureError as exc:
-            raise StorageError(f"cannot read {name}: {short_reason(exc)}") from None
+            raise StorageError(f"cannot read {name}: {_reason(exc)}") from None
 
     @contextmanager
     def lock(self, timeout: float) -> Iterator[None]:
@@ -288,9 +306,7 @@ class AzureBlobStore:
         except ResourceExistsError:
             pass
         except AzureError as exc:
-            raise StorageError(
-                f"cannot create {LOCK_BLOB}: {short_reason(exc)}"
-            ) from None
+            raise StorageError(f"cannot create {LOCK_BLOB}: {_reason(exc)}") from None
         lease = _acquire_lease(blob, timeout)
         stop = threading.Event()
         renewer = threading.Thread(target=_renew, args=(lease, stop), daemon=True)
@@ -305,7 +321,7 @@ class AzureBlobStore:
             except AzureError as exc:
                 log.warning(
                     "could not release the lock lease (%s); it expires in %d s",
-                    short_reason(exc),
+                    _reason(exc),
                     LEASE_SECONDS,
                 )
 
@@ -323,7 +339,7 @@ def _acquire_lease(blob: BlobClient, timeout: float) -> BlobLeaseClient:
         except HttpResponseError as exc:
             if exc.status_code != 409:
                 raise StorageError(
-                    f"cannot take the lock {LOCK_BLOB}: {short_reason(exc)}"
+                    f"cannot take the lock {LOCK_BLOB}: {_reason(exc)}"
                 ) from None
             if time.monotonic() >= deadline:
                 raise LockError(
@@ -340,7 +356,7 @@ def _renew(lease: BlobLeaseClient, stop: threading.Event) -> None:
         try:
             lease.renew()
         except AzureError as exc:
-            log.warning("could not renew the lock lease: %s", short_reason(exc))
+            log.warning("could not renew the lock lease: %s", _reason(exc))
 
 
 def _bare(url: str) -> str:
@@ -397,7 +413,7 @@ class AzureBlobWriter:
             )
         except AzureError as exc:
             raise StorageError(
-                f"cannot commit {self.client.blob_name}: {short_reason(exc)}"
+                f"cannot commit {self.client.blob_name}: {_reason(exc)}"
             ) from None
         finally:
             self.pool.shutdown(wait=True)
@@ -415,7 +431,7 @@ class AzureBlobWriter:
                 future.result()
             except AzureError as exc:
                 raise StorageError(
-                    f"cannot stage a block of {self.client.blob_name}: {short_reason(exc)}"
+                    f"cannot stage a block of {self.client.blob_name}: {_reason(exc)}"
                 ) from None
 
     def _raise_failed(self) -> None:
@@ -425,7 +441,7 @@ class AzureBlobWriter:
             exc = future.exception()
             if isinstance(exc, AzureError):
                 raise StorageError(
-                    f"cannot stage a block of {self.client.blob_name}: {short_reason(exc)}"
+                    f"cannot stage a block of {self.client.blob_name}: {_reason(exc)}"
                 ) from None
             if exc is not None:
                 raise exc
