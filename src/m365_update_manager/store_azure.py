@@ -88,6 +88,7 @@ class AzureBlobStore:
         self.block_size = block_size
         self.concurrency = concurrency
         self.credential = credential
+        self.blocks_from_url = True  # until the service says it lacks the API (Azurite)
         self.description = (
             f"Azure container {container.container_name} at {_bare(container.url)}"
         )
@@ -188,13 +189,19 @@ class AzureBlobStore:
             f"cannot copy {source}: cannot read it", src.get_blob_properties
         )
         try:
-            self._copy_by_blocks(src, dst, int(props.size), dict(props.metadata or {}))
+            if self.blocks_from_url:
+                self._copy_by_blocks(
+                    src, dst, int(props.size), dict(props.metadata or {})
+                )
+            else:
+                self._copy_and_wait(src, dst, source, destination)
         except HttpResponseError as exc:
             if getattr(exc, "error_code", None) != "APINotImplemented":
                 raise StorageError(
                     f"cannot copy {source} to {destination}: {_reason(exc)}"
                 ) from None
             log.debug("Put Block From URL not implemented here; using Copy Blob")
+            self.blocks_from_url = False
             self._copy_and_wait(src, dst, source, destination)
         except AzureError as exc:
             raise StorageError(

@@ -28,6 +28,7 @@ class CDNHandler(BaseHTTPRequestHandler):
 
     state: CDNState
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # small answers go out at once, not after 40 ms
 
     def log_message(self, format: str, *args: object) -> None:  # stdlib's name
         """Stay quiet."""

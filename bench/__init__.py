@@ -1,0 +1,1 @@
+"""The benchmark of the staging and promotion targets: run ``bench/run.py``."""
