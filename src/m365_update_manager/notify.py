@@ -26,6 +26,7 @@ from m365_update_manager.settings import Settings
 from m365_update_manager.state_sync import (
     call_github,
     connect,
+    github_access,
     github_error,
     retry_transient,
 )
@@ -171,12 +172,11 @@ class GitHubNotifier:
     @classmethod
     def from_settings(cls, settings: Settings) -> "GitHubNotifier | None":
         """Build from GITHUB_* settings; None when the token or repository is unset."""
-        if settings.github_token is None or settings.github_repository is None:
+        access = github_access(settings)
+        if access is None:
             return None
         return cls(
-            token=settings.github_token.get_secret_value(),
-            repository=settings.github_repository,
-            api_url=settings.github_api_url,
+            token=access.token, repository=access.repository, api_url=access.api_url
         )
 
     def publish(

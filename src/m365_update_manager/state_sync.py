@@ -49,6 +49,26 @@ retry_transient = stamina.RetryingCaller(attempts=3, timeout=60.0, wait_max=5.0)
 )
 
 
+@dataclass(frozen=True)
+class GitHubAccess:
+    """Where and as whom to reach GitHub (or GitHub Enterprise Server)."""
+
+    token: str
+    repository: str
+    api_url: str
+
+
+def github_access(settings: Settings) -> GitHubAccess | None:
+    """Return token, repository and API URL from the settings, or None without them."""
+    if settings.github_token is None or settings.github_repository is None:
+        return None
+    return GitHubAccess(
+        settings.github_token.get_secret_value(),
+        settings.github_repository,
+        settings.github_api_url,
+    )
+
+
 def connect(token: str, api_url: str) -> Github:
     """Return a lazy PyGithub client for github.com or a GitHub Enterprise Server."""
     register_secrets([token])
@@ -165,13 +185,14 @@ class GitHubState:
     @classmethod
     def from_settings(cls, settings: Settings) -> "GitHubState | None":
         """Build from GITHUB_* settings; None when the token or repository is unset."""
-        if settings.github_token is None or settings.github_repository is None:
+        access = github_access(settings)
+        if access is None:
             return None
         return cls(
-            token=settings.github_token.get_secret_value(),
-            repository=settings.github_repository,
+            token=access.token,
+            repository=access.repository,
             branch=settings.github_branch,
-            api_url=settings.github_api_url,
+            api_url=access.api_url,
         )
 
     def fetch(self, path: str) -> str | None:
