@@ -5,7 +5,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from m365_update_manager.errors import M365Error, StorageError
-from m365_update_manager.manifest import AppState
+from m365_update_manager.feed import version_key
+from m365_update_manager.manifest import AppState, Manifest
 from m365_update_manager.storage import TIERS, BlobInfo, BlobStore, tier_blob
 
 log = logging.getLogger(__name__)
@@ -90,3 +91,28 @@ def orphan_builds(store: BlobStore, app: str, state: AppState) -> list[BlobInfo]
 
 def _present(info: BlobInfo | None, version: str, sha256: str) -> bool:
     return info is not None and info.holds(version, sha256)
+
+
+def drop_old_builds(store: BlobStore, manifest: Manifest) -> None:
+    """Delete build blobs older than previous that the saved state no longer records.
+
+    A newer unrecorded build is a verified download a failed check left behind:
+    the next check adopts it instead of downloading it again.
+    """
+    for name, state in manifest.apps.items():
+        floor = state.previous or state.live
+        if floor is None:
+            continue
+        for orphan in orphan_builds(store, name, state):
+            if _older_than(orphan.name, floor.version):
+                log.info("%s: removing %s, older than previous", name, orphan.name)
+                store.delete(orphan.name)
+
+
+def _older_than(blob: str, version: str) -> bool:
+    """Tell from a ``builds/<app>/<version>/<file>`` name whether it is older."""
+    parts = blob.split("/")
+    try:
+        return len(parts) == 4 and version_key(parts[2]) < version_key(version)
+    except ValueError:
+        return False

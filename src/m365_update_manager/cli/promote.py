@@ -5,17 +5,16 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 
 from m365_update_manager.audit import audit
 from m365_update_manager.catalog import APP_NAME, App, load_catalog
+from m365_update_manager.cli.views import log_plan, print_status, version_of
 from m365_update_manager.errors import M365Error, PromotionError, SettingsError
 from m365_update_manager.events import Event, EventKind
-from m365_update_manager.feed import version_key
 from m365_update_manager.logs import configure_logging, redact
 from m365_update_manager.manifest import AppState, Manifest, clean_reason
 from m365_update_manager.promotion import Plan, Promoter, fast_track_plan, plan
-from m365_update_manager.reconcile import orphan_builds, repair_tiers
+from m365_update_manager.reconcile import drop_old_builds, repair_tiers
 from m365_update_manager.runtime import Report, Runtime, annotate_error
 from m365_update_manager.settings import load_settings
 from m365_update_manager.storage import tier_blob
@@ -126,7 +125,10 @@ def _dispatch(
     runtime: Runtime, catalog: dict[str, App], args: argparse.Namespace
 ) -> int:
     if args.status:
-        _print_status(runtime.load(), catalog, runtime)
+        manifest = runtime.load()
+        print_status(
+            manifest, lambda name: _lag(name, catalog, runtime, manifest), runtime.now
+        )
         return 0
     if args.verify:
         return _verify(runtime, deep=args.deep)
@@ -188,7 +190,7 @@ def _scheduled(
         for name in _selected(manifest, catalog, runtime, args):
             state = manifest.apps[name]
             lag = _lag(name, catalog, runtime, manifest)
-            _log_plan(name, state, plan(name, state, lag, runtime.now), dry_run=True)
+            log_plan(name, state, plan(name, state, lag, runtime.now), dry_run=True)
         return 0
 
     with runtime.writing() as (base, work):
@@ -206,7 +208,7 @@ def _scheduled(
                 report,
             )
         runtime.save(base, work, _message(report.events), report)
-        _drop_unrecorded(runtime, work)  # also what a run killed before it left
+        drop_old_builds(runtime.store, work)  # also what a run killed before it left
     _summarise(names, report)
     runtime.publish(report)
     return 1 if report.failed else 0
@@ -243,13 +245,13 @@ def _promote_one(
             report.events.append(
                 promoter.promote(name, trial, decision.build, decision.reason)
             )
-        _log_plan(name, trial, decision, dry_run=False)
+        log_plan(name, trial, decision, dry_run=False)
     except M365Error as exc:
         message = redact(str(exc))
         log.error("%s: %s", name, message)
         annotate_error(f"{name}: {message}")
         report.fail(name, exc, runtime.now)
-        _log_plan(name, work.apps[name], None, dry_run=False)
+        log_plan(name, work.apps[name], None, dry_run=False)
         return
     work.apps[name] = trial
 
@@ -297,7 +299,7 @@ def _single(runtime: Runtime, catalog: dict[str, App], args: argparse.Namespace)
         )
         report.events.append(event)
         runtime.save(base, work, _message(report.events), report)
-        _drop_unrecorded(runtime, work)
+        drop_old_builds(runtime.store, work)
     runtime.publish(report)
     return 1 if report.failed else 0
 
@@ -316,7 +318,7 @@ def _print_single_plan(manifest: Manifest, name: str, args: argparse.Namespace) 
         return 0
     build = fast_track_plan(name, state).build
     assert build is not None  # noqa: S101
-    print(f"would fast-track {name}: live {_v(state.live)} -> {build.version}")  # noqa: T201
+    print(f"would fast-track {name}: live {version_of(state.live)} -> {build.version}")  # noqa: T201
     return 0
 
 
@@ -350,31 +352,6 @@ def _state(manifest: Manifest, name: str) -> AppState:
     return state
 
 
-def _drop_unrecorded(runtime: Runtime, work: Manifest) -> None:
-    """Delete build blobs older than previous that the saved state no longer records.
-
-    A newer unrecorded build is a verified download a failed check left behind:
-    the next check adopts it instead of downloading it again.
-    """
-    for name, state in work.apps.items():
-        floor = state.previous or state.live
-        if floor is None:
-            continue
-        for orphan in orphan_builds(runtime.store, name, state):
-            if _older_than(orphan.name, floor.version):
-                log.info("%s: removing %s, older than previous", name, orphan.name)
-                runtime.store.delete(orphan.name)
-
-
-def _older_than(blob: str, version: str) -> bool:
-    """Tell from a ``builds/<app>/<version>/<file>`` name whether it is older."""
-    parts = blob.split("/")
-    try:
-        return len(parts) == 4 and version_key(parts[2]) < version_key(version)
-    except ValueError:
-        return False
-
-
 def _verify(runtime: Runtime, *, deep: bool) -> int:
     report = audit(runtime.store, runtime.load(), deep=deep)
     for problem in report.problems:
@@ -389,72 +366,6 @@ def _verify(runtime: Runtime, *, deep: bool) -> int:
         len(report.orphans),
     )
     return 0 if report.ok else 1
-
-
-def _log_plan(
-    name: str, state: AppState, decision: Plan | None, *, dry_run: bool
-) -> None:
-    """Log the one INFO line of an app: its tiers and what promotion did or would do."""
-    outcome = "failed" if decision is None else _outcome(decision, dry_run=dry_run)
-    log.info(
-        "%s: live=%s staged=%s outcome=%s",
-        name,
-        _v(state.live),
-        _v(state.staged),
-        outcome,
-    )
-
-
-def _outcome(decision: Plan, *, dry_run: bool) -> str:
-    pulled = ", ".join(b.version for b in decision.pulled)
-    held_back = f"; held back {pulled} (no longer in the feed)" if pulled else ""
-    if decision.action == "promote" and decision.build is not None:
-        verb = "would promote" if dry_run else "promoted"
-        return f"{verb} {decision.build.version} ({decision.reason}){held_back}"
-    return _next(decision) + held_back
-
-
-def _print_status(
-    manifest: Manifest, catalog: dict[str, App], runtime: Runtime
-) -> None:
-    now = runtime.now
-    print(f"{'app':<14} {'staged':<28} {'live':<28} {'previous':<28} next")  # noqa: T201
-    for name, state in sorted(manifest.apps.items()):
-        decision = plan(name, state, _lag(name, catalog, runtime, manifest), now)
-        print(  # noqa: T201
-            f"{name:<14} {_aged(state.staged, 'staged_at', now):<28} "
-            f"{_aged(state.live, 'promoted_at', now):<28} "
-            f"{_aged(state.previous, 'promoted_at', now):<28} {_next(decision)}"
-        )
-
-
-def _aged(tier: object, stamp: str, now: datetime) -> str:
-    if tier is None:
-        return "-"
-    since = getattr(tier, stamp, None)
-    version = getattr(tier, "version", "?")
-    if since is None:
-        return str(version)
-    return f"{version} ({(now - since).total_seconds() / 86400:.1f} d)"
-
-
-def _next(decision: Plan) -> str:
-    if decision.action == "wait" and decision.build and decision.due:
-        return f"{decision.build.version} due {_when(decision.due)}"
-    if decision.action == "promote" and decision.build:
-        return f"{decision.build.version} due now"
-    if decision.blocked:
-        versions = ", ".join(b.version for b in decision.blocked)
-        return f"{decision.reason}; {versions} blocked by a rollback"
-    return decision.reason or decision.action
-
-
-def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _v(tier: object) -> str:
-    return str(getattr(tier, "version", "-")) if tier is not None else "-"
 
 
 def _message(events: list[Event]) -> str:
