@@ -191,3 +191,93 @@ def test_promotion_between_checks_keeps_a_verified_build_for_adoption(
     assert check(["--app", "word"]) == 0
 
     assert not [p for p in feeds.cdn.state.requests if p.endswith(".pkg")]
+
+
+def test_hand_release_on_github_survives_a_failed_commit_and_recovery(
+    feeds: Feeds,
+    github: FakeGitHub,  # noqa: F811  # the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _at(monkeypatch, T0)
+    assert check(["--app", "word", "--app", "mau"]) == 0
+    github.edit(
+        lambda d: d["apps"]["mau"].update(
+            hold={"reason": "x", "since": "2026-09-01T07:00:00Z"}
+        )
+    )
+    publish(feeds, "word", "MSWD2019", feeds.packages["word"].version, V2)
+    github.refuse_puts = [(502, "Bad Gateway")] * 10
+    _at(monkeypatch, T0 + timedelta(days=1))
+    assert check(["--app", "word"]) == 1
+    github.refuse_puts = []
+    github.edit(lambda d: d["apps"]["mau"].update(hold=None))
+
+    _at(monkeypatch, T0 + timedelta(days=20))
+    assert promote([]) == 0
+
+    recorded = json.loads(github.text or "")
+    assert recorded["apps"]["mau"]["hold"] is None
+    assert recorded["apps"]["mau"]["live"] is not None
+
+
+def test_state_file_in_a_missing_folder_stops_before_any_storage_work(
+    feeds: Feeds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("M365_MANIFEST", str(tmp_path / "no-such-dir" / "manifest.json"))
+
+    assert check(["--app", "mau"]) == 2
+
+    assert not (tmp_path / "blobstore").exists()
+
+
+def test_status_with_app_shows_that_app_only(
+    feeds: Feeds, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert check(["--app", "word", "--app", "mau"]) == 0
+    capsys.readouterr()
+
+    assert promote(["--status", "--app", "word"]) == 0
+
+    out = capsys.readouterr().out
+    assert "word" in out
+    assert "mau" not in out
+
+
+def test_scheduled_promote_dry_run_prints_its_plan(
+    feeds: Feeds, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _at(monkeypatch, T0)
+    assert check(["--app", "word"]) == 0
+    _at(monkeypatch, T0 + timedelta(days=15))
+    capsys.readouterr()
+
+    assert promote(["--dry-run"]) == 0
+
+    assert (
+        capsys.readouterr().out
+        == f"would promote word {feeds.packages['word'].version}\n"
+    )
+
+
+def test_failed_rollback_commit_does_not_advise_rolling_back_again(
+    feeds: Feeds,
+    github: FakeGitHub,  # noqa: F811  # the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    v1 = feeds.packages["word"].version
+    _at(monkeypatch, T0)
+    assert check(["--app", "word"]) == 0
+    _at(monkeypatch, T0 + timedelta(days=14))
+    assert promote([]) == 0
+    publish(feeds, "word", "MSWD2019", v1, V2)
+    _at(monkeypatch, T0 + timedelta(days=15))
+    assert check(["--app", "word"]) == 0
+    _at(monkeypatch, T0 + timedelta(days=30))
+    assert promote([]) == 0
+    github.refuse_puts = [(502, "Bad Gateway")] * 10
+
+    assert promote(["--rollback", "word"]) == 1
+
+    failure = next(i for i in github.issues if i["title"].startswith("Failed"))
+    assert "--status" in failure["body"]
+    assert "--rollback` again" not in failure["body"]

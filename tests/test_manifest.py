@@ -385,7 +385,7 @@ def test_manifest_file_save_failing_write_keeps_the_old_file_whole(
 
     monkeypatch.setattr(os, "fsync", broken_fsync)
 
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(ManifestError, match="No space left"):
         ManifestFile(path).save(manifest(word=word_state(live=tier(V3))))
 
     assert path.read_text() == old.dump()

@@ -182,7 +182,7 @@ def test_render_markdown_local_time_shows_as_utc() -> None:
         (EventKind.PROMOTED, "`python promote.py --rollback word`"),
         (EventKind.ROLLED_BACK, "does not downgrade Macs that already installed"),
         (EventKind.HELD, "Microsoft's release notes"),
-        (EventKind.FAILED, "run `python check_updates.py` again"),
+        (EventKind.FAILED, "run `python check_updates.py` now"),
     ],
     ids=[kind.value for kind in EventKind],
 )

@@ -294,8 +294,22 @@ class ManifestFile:
                 handle.flush()
                 os.fsync(handle.fileno())
             temp.replace(self.path)
+        except OSError as exc:
+            raise ManifestError(
+                f"{self.path}: cannot write it ({exc.strerror}); the store's copy "
+                "state/manifest.json holds this run's state"
+            ) from None
         finally:
             temp.unlink(missing_ok=True)
+
+    def check_writable(self) -> None:
+        """Refuse, before any storage work, a state file that could not be written."""
+        folder = self.path.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise ManifestError(
+                f"{self.path}: its folder {folder} does not exist or is not writable; "
+                "fix M365_MANIFEST"
+            )
 
 
 def merge(base: Manifest, ours: Manifest, theirs: Manifest) -> Manifest:

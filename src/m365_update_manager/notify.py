@@ -74,7 +74,7 @@ _NEXT_STEPS = {
         "Check the run log for the whole error. Likely causes: the feed or CDN was"
         " unreachable (the next run tries again), a download host missing from"
         " `M365_ALLOWED_HOSTS`, expired storage credentials, or a package that did"
-        " not verify. Fix the cause, then run `{script}` again."
+        " not verify. {retry}"
     ),
 }
 
@@ -263,7 +263,7 @@ def _section(kind: EventKind, events: Sequence[Event], command: str) -> str:
 
     apps = sorted({event.app for event in events})
     app = apps[0] if len(apps) == 1 else "APP"
-    parts.append(_NEXT_STEPS[kind].format(app=app, script=script_of(command)))
+    parts.append(_NEXT_STEPS[kind].format(app=app, retry=_retry_advice(command)))
     return "\n\n".join(parts)
 
 
@@ -324,6 +324,19 @@ SCRIPTS = {
     "schedule": "python promote.py (scheduled)",
     "manual": "python promote.py",
 }
+
+
+def _retry_advice(command: str) -> str:
+    """Say how to try again; a rollback or promotion may already be in storage."""
+    if command in SCRIPTS:
+        return (
+            f"Fix the cause; the next scheduled run tries again, or run "
+            f"`{script_of(command)}` now."
+        )
+    return (
+        "The storage work may already be done: look at `python promote.py --status` "
+        "before running the command again (a second rollback undoes the first)."
+    )
 
 
 def script_of(command: str) -> str:

@@ -129,8 +129,12 @@ class Runtime:
     def _write_state(self, name: str, text: str) -> None:
         data = text.encode()
         writer = self.store.writer(name)
-        writer.write(data)
-        writer.commit(format_time(self.now), hashlib.sha256(data).hexdigest())
+        try:
+            writer.write(data)
+            writer.commit(format_time(self.now), hashlib.sha256(data).hexdigest())
+        except BaseException:
+            writer.discard()
+            raise
 
     @contextmanager
     def writing(self) -> Iterator[tuple[Manifest, Manifest]]:
@@ -140,6 +144,7 @@ class Runtime:
                 "no GITHUB_TOKEN/GITHUB_REPOSITORY: the state is %s only",
                 self.state_file.path,
             )
+        self.state_file.check_writable()
         self.store.ensure_ready()
         with self.store.lock(self.settings.lock_timeout):
             base = self.load()
@@ -166,6 +171,9 @@ class Runtime:
         assert self.remote is not None  # noqa: S101  # only called with a remote
         # Behind the journal, the record lacks the journal's changes too.
         ours_from = self.recorded if self.record_behind and self.recorded else base
+        # What GitHub held when this run started is the base of the store's copy:
+        # if this commit fails, the next run merges hand edits made since onto it.
+        self._write_state(COMMITTED_BLOB, (self.recorded or base).dump())
         sent: list[str] = []
 
         def update(current: str | None) -> str:

@@ -354,6 +354,10 @@ def _acquire_lease(blob: BlobClient, timeout: float) -> BlobLeaseClient:
                     "try again when it has finished"
                 ) from None
             time.sleep(min(2.0, max(0.05, timeout / 20)))
+        except AzureError as exc:
+            raise StorageError(
+                f"cannot take the lock {LOCK_BLOB}: {_reason(exc)}"
+            ) from None
         else:
             return lease
 

@@ -162,6 +162,7 @@ class LocalBlobStore:
         """Return the blob's path."""
         return str(self._path(name))
 
+    @_as_storage_error
     def _sweep_partials(self) -> None:
         """Remove the temporary files of killed runs; only the lock holder writes."""
         for temp in self.root.rglob(f".*{PARTIAL_SUFFIX}"):

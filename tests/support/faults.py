@@ -247,6 +247,12 @@ class FakeGitHub:
     puts: list[dict[str, Any]] = field(default_factory=list)
     labels: set[str] = field(default_factory=set)
 
+    def edit(self, change: Callable[[dict[str, Any]], object]) -> None:
+        """Edit manifest.json by hand on GitHub, as a person would: a new commit."""
+        data = json.loads(self.text or "{}")
+        change(data)
+        self.text, self.sha = json.dumps(data, indent=2), self.sha + 1
+
     def install(self, mock: responses.RequestsMock) -> None:
         """Register the routes; every other request to 127.0.0.1 goes through."""
         mock.add_passthru(re.compile(r"http://127\.0\.0\.1[:/]"))

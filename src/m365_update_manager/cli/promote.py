@@ -126,6 +126,9 @@ def _dispatch(
 ) -> int:
     if args.status:
         manifest = runtime.load()
+        if args.app:
+            shown = {n: s for n, s in manifest.apps.items() if n in args.app}
+            manifest = manifest.model_copy(update={"apps": shown})
         print_status(
             manifest, lambda name: _lag(name, catalog, runtime, manifest), runtime.now
         )
@@ -187,10 +190,15 @@ def _scheduled(
     report = Report()
     if args.dry_run:
         manifest = runtime.load()
+        due = []
         for name in _selected(manifest, catalog, runtime, args):
             state = manifest.apps[name]
             lag = _lag(name, catalog, runtime, manifest)
-            log_plan(name, state, plan(name, state, lag, runtime.now), dry_run=True)
+            decision = plan(name, state, lag, runtime.now)
+            log_plan(name, state, decision, dry_run=True)
+            if decision.action == "promote" and decision.build is not None:
+                due.append(f"would promote {name} {decision.build.version}")
+        print("\n".join(due) or "nothing to promote")  # noqa: T201  # the plan
         return 0
 
     with runtime.writing() as (base, work):
