@@ -19,6 +19,19 @@ from tests.test_promote import T0, _at, _versions, publish
 V2 = "16.113.26090110"
 
 
+def _live_v2_over_v1(feeds: Feeds, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stage and promote word's first build, then V2: live V2, previous the first."""
+    _at(monkeypatch, T0)
+    assert check(["--app", "word"]) == 0
+    _at(monkeypatch, T0 + timedelta(days=14))
+    assert promote([]) == 0
+    publish(feeds, "word", "MSWD2019", feeds.packages["word"].version, V2)
+    _at(monkeypatch, T0 + timedelta(days=15))
+    assert check(["--app", "word"]) == 0
+    _at(monkeypatch, T0 + timedelta(days=30))
+    assert promote([]) == 0
+
+
 def _replace_in_word_manifest(feeds: Feeds, old: str, new: str) -> None:
     path = feeds.feed_path("MSWD2019")
     feeds.cdn.add(path, feeds.cdn.state.files[path].replace(old.encode(), new.encode()))
@@ -156,16 +169,7 @@ def test_each_of_repeated_rollbacks_is_reported(
     github: FakeGitHub,  # noqa: F811  # the fixture imported above
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    v1 = feeds.packages["word"].version
-    _at(monkeypatch, T0)
-    assert check(["--app", "word"]) == 0
-    _at(monkeypatch, T0 + timedelta(days=14))
-    assert promote([]) == 0
-    publish(feeds, "word", "MSWD2019", v1, V2)
-    _at(monkeypatch, T0 + timedelta(days=15))
-    assert check(["--app", "word"]) == 0
-    _at(monkeypatch, T0 + timedelta(days=30))
-    assert promote([]) == 0
+    _live_v2_over_v1(feeds, monkeypatch)
 
     for day in (31, 32, 33):
         _at(monkeypatch, T0 + timedelta(days=day))
@@ -264,16 +268,7 @@ def test_failed_rollback_commit_does_not_advise_rolling_back_again(
     github: FakeGitHub,  # noqa: F811  # the fixture imported above
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    v1 = feeds.packages["word"].version
-    _at(monkeypatch, T0)
-    assert check(["--app", "word"]) == 0
-    _at(monkeypatch, T0 + timedelta(days=14))
-    assert promote([]) == 0
-    publish(feeds, "word", "MSWD2019", v1, V2)
-    _at(monkeypatch, T0 + timedelta(days=15))
-    assert check(["--app", "word"]) == 0
-    _at(monkeypatch, T0 + timedelta(days=30))
-    assert promote([]) == 0
+    _live_v2_over_v1(feeds, monkeypatch)
     github.refuse_puts = [(502, "Bad Gateway")] * 10
 
     assert promote(["--rollback", "word"]) == 1
