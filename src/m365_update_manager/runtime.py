@@ -49,10 +49,13 @@ class Report:
     failed: bool = False
 
     def fail(self, app: str, error: M365Error, now: datetime, where: str = "") -> None:
-        """Record one app's failure as an event; the run goes on with the others."""
+        """Log and record one app's failure as an event; the run goes on."""
+        message = redact(str(error))
+        log.error("%s: %s", app, message)
+        annotate_error(f"{app}: {message}")
         self.failed = True
         self.events.append(
-            Event(EventKind.FAILED, app, None, None, now, where, redact(str(error)))
+            Event(EventKind.FAILED, app, None, None, now, where, message)
         )
 
 
@@ -188,8 +191,13 @@ class Runtime:
         try:
             self.remote.commit(self.repo_path, update, message)
         except GitHubError as exc:
-            log.error("%s (the state is saved in %s)", exc, self.state_file.path)
             report.fail("manifest.json", exc, self.now)
+            log.warning(
+                "the state is saved in %s and in the store's copy %s; the next run "
+                "commits it",
+                self.state_file.path,
+                JOURNAL_BLOB,
+            )
             return
         self._write_state(COMMITTED_BLOB, sent[-1])
 
@@ -221,6 +229,14 @@ class Runtime:
         if not run_id or not repository:
             return None
         return f"{self.settings.github_server_url}/{repository}/actions/runs/{run_id}"
+
+
+def exit_code_for(error: M365Error) -> int:
+    """Report a run-stopping error in one line (and as an annotation); return its code."""
+    message = redact(str(error))
+    log.error("%s", message)
+    annotate_error(message)
+    return error.exit_code
 
 
 def annotate_error(message: str) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from m365_update_manager.errors import DownloadError, M365Error
+from m365_update_manager.errors import DownloadError
 from m365_update_manager.net import (
     PolicySession,
     TransientHTTPError,
@@ -257,6 +257,3 @@ def _check_size_hint(url: str, total: int, size_hint: int | None) -> None:
             total,
             size_hint,
         )
-
-
-__all__ = ["Expected", "M365Error", "Received", "Transfer"]

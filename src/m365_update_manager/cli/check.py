@@ -9,10 +9,10 @@ from m365_update_manager.catalog import App, load_catalog, select_apps
 from m365_update_manager.errors import M365Error
 from m365_update_manager.events import Event, EventKind
 from m365_update_manager.feed import FeedClient
-from m365_update_manager.logs import configure_logging, redact
+from m365_update_manager.logs import configure_logging
 from m365_update_manager.manifest import AppState, Manifest
 from m365_update_manager.net import PolicySession
-from m365_update_manager.runtime import Report, Runtime, annotate_error
+from m365_update_manager.runtime import Report, Runtime, exit_code_for
 from m365_update_manager.settings import Settings, load_settings
 from m365_update_manager.staging import CheckOutcome, Stager
 from m365_update_manager.transfer import Transfer
@@ -60,10 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runtime = Runtime(settings, COMMAND)
         report = _dry_run(runtime, apps) if args.dry_run else _run(runtime, apps)
     except M365Error as exc:
-        message = redact(str(exc))
-        log.error("%s", message)
-        annotate_error(message)
-        return exc.exit_code
+        return exit_code_for(exc)
     return 1 if report.failed else 0
 
 
@@ -109,9 +106,6 @@ def _check_one(
     try:
         outcome = stager.check(app, trial, channel)
     except M365Error as exc:
-        message = redact(str(exc))
-        log.error("%s: %s", app.name, message)
-        annotate_error(f"{app.name}: {message}")
         report.fail(app.name, exc, runtime.now)
         outcome = CheckOutcome("failed")
     else:

@@ -11,13 +11,12 @@ from m365_update_manager.catalog import APP_NAME, App, load_catalog
 from m365_update_manager.cli.views import log_plan, print_status, version_of
 from m365_update_manager.errors import M365Error, PromotionError, SettingsError
 from m365_update_manager.events import Event, EventKind
-from m365_update_manager.logs import configure_logging, redact
+from m365_update_manager.logs import configure_logging
 from m365_update_manager.manifest import AppState, Manifest, clean_reason
 from m365_update_manager.promotion import Plan, Promoter, fast_track_plan, plan
 from m365_update_manager.reconcile import drop_old_builds, repair_tiers
-from m365_update_manager.runtime import Report, Runtime, annotate_error
+from m365_update_manager.runtime import Report, Runtime, exit_code_for
 from m365_update_manager.settings import load_settings
-from m365_update_manager.storage import tier_blob
 
 log = logging.getLogger("m365_update_manager")
 
@@ -106,10 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()  # the reader (a pager, head) went away: not an error
         return 0
     except M365Error as exc:
-        message = redact(str(exc))
-        log.error("%s", message)
-        annotate_error(message)
-        return exc.exit_code
+        return exit_code_for(exc)
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -255,9 +251,6 @@ def _promote_one(
             )
         log_plan(name, trial, decision, dry_run=False)
     except M365Error as exc:
-        message = redact(str(exc))
-        log.error("%s: %s", name, message)
-        annotate_error(f"{name}: {message}")
         report.fail(name, exc, runtime.now)
         log_plan(name, work.apps[name], None, dry_run=False)
         return
@@ -390,6 +383,3 @@ def _message(events: list[Event]) -> str:
 def run() -> None:
     """Console-script entry point."""
     sys.exit(main())
-
-
-__all__ = ["main", "run", "tier_blob"]
