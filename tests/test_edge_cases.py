@@ -276,3 +276,31 @@ def test_failed_rollback_commit_does_not_advise_rolling_back_again(
     failure = next(i for i in github.issues if i["title"].startswith("Failed"))
     assert "--status" in failure["body"]
     assert "--rollback` again" not in failure["body"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--rollback", "wrod"],
+        ["--hold", "wrod", "--reason", "x"],
+        ["--release", "wrod"],
+    ],
+    ids=["rollback", "hold", "release"],
+)
+def test_typo_in_an_app_name_is_an_argument_error(
+    feeds: Feeds, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert check(["--app", "word"]) == 0
+
+    assert promote(argv) == 2
+
+    assert "unknown app wrod" in capsys.readouterr().err
+
+
+def test_app_flag_takes_a_comma_list_like_the_setting(
+    feeds: Feeds, tmp_path: Path
+) -> None:
+    assert check(["--app", "mau,teams"]) == 0
+
+    apps = json.loads((tmp_path / "manifest.json").read_text())["apps"]
+    assert set(apps) == {"mau", "teams"}

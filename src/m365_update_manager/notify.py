@@ -61,9 +61,10 @@ _NEXT_STEPS = {
         " trouble, run `python promote.py --rollback {app}`."
     ),
     EventKind.ROLLED_BACK: (
-        "`live/{app}.pkg` serves the earlier build again. Rolling back does not"
-        " downgrade Macs that already installed the newer build: reinstall those"
-        " by hand if they must go back."
+        "`live/{app}.pkg` serves the build in the *To* column again, and the one it"
+        " replaced waits in `previous/`. Rolling back does not downgrade Macs that"
+        " already installed a newer build: reinstall those by hand if they must go"
+        " back."
     ),
     EventKind.HELD: (
         "Microsoft's feed no longer offers this build, so it is not promoted."

@@ -76,7 +76,9 @@ def _decide(app: str, state: AppState, lag_days: float, now: datetime) -> Plan:
 
     aged = [b for b in offered if due_at(b, lag_days) <= now]
     if aged:
-        return Plan(app, "promote", aged[-1], f"aged {lag_days:g} days", pulled=pulled)
+        age = (now - aged[-1].first_seen).total_seconds() / 86400
+        reason = f"aged {age:.1f} days, lag {lag_days:g}"
+        return Plan(app, "promote", aged[-1], reason, pulled=pulled)
     first = min(offered, key=lambda b: due_at(b, lag_days))
     return Plan(app, "wait", first, "ageing", due_at(first, lag_days), pulled)
 
@@ -172,6 +174,12 @@ class Promoter:
 
     def hold(self, app: str, state: AppState, reason: str) -> None:
         """Stop promotion of an app until it is released."""
+        if state.hold is not None:
+            log.warning(
+                "%s: was on hold already (%s); the new reason replaces it",
+                app,
+                state.hold.reason,
+            )
         state.hold = Hold(reason=reason, since=self.now)
         self._record(state, "held", state.live, None, reason)
 

@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -47,7 +48,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0,
         help="more detail: -v for DEBUG, -vv for library DEBUG too",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.app = [n for value in args.app for n in re.split(r"[,\s]+", value) if n]
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -66,6 +67,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "-v", "--verbose", action="count", default=0, help="more detail"
     )
     args = parser.parse_args(argv)
+    args.app = [n for value in args.app for n in re.split(r"[,\s]+", value) if n]
     _check_combination(parser, args)
     for name in (args.rollback, args.hold, args.release, args.fast_track, *args.app):
         if name is not None and not APP_NAME.match(name):
@@ -132,7 +134,7 @@ def _dispatch(
     if args.verify:
         return _verify(runtime, deep=args.deep)
     if args.hold or args.release:
-        return _hold_or_release(runtime, args)
+        return _hold_or_release(runtime, catalog, args)
     if args.rollback or args.fast_track:
         return _single(runtime, catalog, args)
     return _scheduled(runtime, catalog, args)
@@ -279,10 +281,10 @@ def _single(runtime: Runtime, catalog: dict[str, App], args: argparse.Namespace)
     )
     report = Report()
     if args.dry_run:
-        return _print_single_plan(runtime.load(), name, args)
+        return _print_single_plan(runtime.load(), name, args, catalog)
 
     with runtime.writing() as (base, work):
-        state = _state(work, name)
+        state = _state(work, name, catalog)
         repair_tiers(runtime.store, name, state)
         promoter = Promoter(runtime.store, runtime.now, runtime.command)
         if args.rollback:
@@ -305,8 +307,10 @@ def _single(runtime: Runtime, catalog: dict[str, App], args: argparse.Namespace)
     return 1 if report.failed else 0
 
 
-def _print_single_plan(manifest: Manifest, name: str, args: argparse.Namespace) -> int:
-    state = _state(manifest, name)
+def _print_single_plan(
+    manifest: Manifest, name: str, args: argparse.Namespace, catalog: dict[str, App]
+) -> int:
+    state = _state(manifest, name, catalog)
     if args.rollback:
         if state.previous is None or state.live is None:
             raise PromotionError(
@@ -323,16 +327,18 @@ def _print_single_plan(manifest: Manifest, name: str, args: argparse.Namespace) 
     return 0
 
 
-def _hold_or_release(runtime: Runtime, args: argparse.Namespace) -> int:
+def _hold_or_release(
+    runtime: Runtime, catalog: dict[str, App], args: argparse.Namespace
+) -> int:
     name = args.hold or args.release
     if args.dry_run:
-        state = _state(runtime.load(), name)
+        state = _state(runtime.load(), name, catalog)
         if args.release and state.hold is None:
             raise PromotionError(f"{name}: is not on hold; nothing to release")
         print(f"would {'hold' if args.hold else 'release'} {name}")  # noqa: T201
         return 0
     with runtime.writing() as (base, work):
-        state = _state(work, name)
+        state = _state(work, name, catalog)
         promoter = Promoter(runtime.store, runtime.now, runtime.command)
         if args.hold:
             promoter.hold(name, state, clean_reason(args.reason))
@@ -344,8 +350,11 @@ def _hold_or_release(runtime: Runtime, args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-def _state(manifest: Manifest, name: str) -> AppState:
+def _state(manifest: Manifest, name: str, catalog: dict[str, App]) -> AppState:
     state = manifest.apps.get(name)
+    if state is None and name not in catalog:
+        known = ", ".join(sorted(set(catalog) | set(manifest.apps)))
+        raise SettingsError(f"unknown app {name}: known apps are {known}")
     if state is None:
         raise PromotionError(
             f"{name}: no recorded state; run check_updates.py first; nothing changed"
@@ -360,12 +369,19 @@ def _verify(runtime: Runtime, *, deep: bool) -> int:
     for orphan in report.orphans:
         log.warning("not named by the manifest: %s", orphan)
     log.info(
-        "verified %d blobs in %s: %d problems, %d unnamed",
+        "verified %d blobs in %s (%s): %d problem(s), %d unnamed",
         report.checked,
         runtime.store.description,
+        "metadata and bytes hashed" if deep else "metadata",
         len(report.problems),
         len(report.orphans),
     )
+    if not report.ok:
+        log.info(
+            "to repair: run check_updates.py and promote.py, which put aliases back "
+            "from builds/; a build blob that is missing or differs must be deleted "
+            "so that the next check downloads it again"
+        )
     return 0 if report.ok else 1
 
 
